@@ -1,0 +1,104 @@
+"""`conceptspace` command line. Each subcommand is a thin wrapper around library functions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .config import ExperimentConfig, load_config, save_config
+from .errors import ConceptspaceError
+
+
+def _add_common(p: argparse.ArgumentParser, config_required: bool = False) -> None:
+    p.add_argument("config", nargs=None if config_required else "?", default=None,
+                   help="YAML config (default: the built-in defaults, equal to configs/2x2.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set data.concepts.color.sep=0.2 (repeatable)")
+
+
+def _signal_table(cfg: ExperimentConfig) -> tuple[dict[str, float], dict[str, float]]:
+    from .concepts import ConceptSpace
+    from .signal import concept_signal, normalized_signal
+
+    sig = concept_signal(ConceptSpace.from_config(cfg.data))
+    return sig, normalized_signal(sig)
+
+
+def cmd_signal(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    sig, norm = _signal_table(cfg)
+    if args.json:
+        print(json.dumps(sig))
+        return 0
+    print(f"{'concept':<10} {'sigma':>10} {'normalised':>11}")
+    for k in sig:
+        print(f"{k:<10} {sig[k]:>10.5f} {norm[k]:>11.3f}")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from .concepts import ConceptSpace, sample_values
+    from .plots import plot_class_grid
+    from .render import render_space
+
+    cfg = load_config(args.config, args.overrides)
+    space = ConceptSpace.from_config(cfg.data)
+    out = Path(args.out)
+    targets = [out / "preview.png", out / "signal.json", out / "config.yaml"]
+    existing = [str(t) for t in targets if t.exists()]
+    if existing and not args.overwrite:
+        raise ConceptspaceError(f"{existing[0]} exists; pass --overwrite to replace it, or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(cfg.seed)
+    images = {}
+    for name in space.class_names:
+        ids = space.class_ids([name] * args.n_per_class)
+        # Held-out classes are shown as the model would be asked for them: test mode, at the class means.
+        mode = "test" if name in space.held_out else "train"
+        images[name] = render_space(sample_values(space, ids, mode, rng), space, rng)
+    fig = plot_class_grid(space, images, title=f"{args.config or 'defaults'}: held-out classes framed in red")
+    fig.savefig(out / "preview.png", dpi=110)
+    sig, norm = _signal_table(cfg)
+    (out / "signal.json").write_text(json.dumps({"signal": sig, "normalized": norm}, indent=2))
+    save_config(cfg, out / "config.yaml")
+    print(f"classes: {', '.join(space.class_names)}  (held out: {', '.join(space.held_out) or 'none'})")
+    print(f"{'concept':<10} {'sigma':>10} {'normalised':>11}")
+    for k in sig:
+        print(f"{k:<10} {sig[k]:>10.5f} {norm[k]:>11.3f}")
+    print(f"wrote {out / 'preview.png'}, {out / 'signal.json'}, {out / 'config.yaml'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="conceptspace", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("data", help="render a preview grid of every class and compute the concept signal")
+    _add_common(p)
+    p.add_argument("--out", default="runs/data", help="output directory (default: runs/data)")
+    p.add_argument("--n-per-class", type=int, default=8, help="preview images per class")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing preview in --out")
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("signal", help="print the concept signal of each concept")
+    _add_common(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object and nothing else")
+    p.set_defaults(func=cmd_signal)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConceptspaceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""Typed configs: YAML in, frozen pydantic models out, `--set key.sub=value` overrides.
+
+Every validation failure becomes one `ConfigError` line: `<file>: <key>: <reason>`.
+Later sections (model, diffusion, train, eval) live next to `DataConfig` in `ExperimentConfig`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigError
+
+ConceptKind = Literal["shape", "x", "y", "color", "size", "bg_color"]
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors; configs are immutable once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ConceptConfig(StrictModel):
+    """One concept axis: either a separation (the paper's parametrisation) or explicit values."""
+
+    n_values: int = Field(2, ge=2, le=10)
+    # Distance between the two extreme values along the concept's axis (Δcolor, Δsize, Δbg in the paper).
+    sep: float | None = None
+    # Explicit class values, overriding `sep`: RGB triples (color, bg_color), radii (size), coordinates (x, y),
+    # or shape names (circle, triangle, square).
+    values: list[Any] | None = None
+    # Within-class jitter of train-mode samples (uniform in mean ± half_range); default: the paper's fraction of the gap.
+    half_range: float | None = Field(None, ge=0)
+
+
+class MaskRule(StrictModel):
+    """Underspecification M: drop `concept` from the prompt of `classes` with probability `p` during training."""
+
+    concept: ConceptKind
+    p: float = Field(ge=0.0, le=1.0)
+    classes: list[str] | None = None  # None: every training class
+
+
+class DataConfig(StrictModel):
+    """The concept space and the data-generating process G."""
+
+    image_size: int = Field(16, ge=8, le=512)
+    # Gaussian edge blur as a fraction of the image width, so 16 px and 32 px images show the same object
+    # (the paper's 1 px at 32 px = 1/32).
+    blur: float = Field(1 / 32, ge=0.0, le=0.25)
+    noise: float = Field(1e-3, ge=0.0, le=0.5)
+    concepts: dict[ConceptKind, ConceptConfig] = Field(
+        default_factory=lambda: {"color": ConceptConfig(sep=0.4), "size": ConceptConfig(sep=0.4)}, min_length=1
+    )
+    held_out: list[str] | None = None  # None: classes with more than one non-zero digit (the paper's split)
+    n_per_class: int = Field(2048, ge=1)
+    val_fraction: float = Field(0.15, ge=0.0, lt=1.0)
+    n_ood: int = Field(32, ge=0)  # test-mode images per held-out class, for the OOD loss curve only
+    size_floor: float = Field(0.1, gt=0.0)  # smallest train-mode radius (the paper's global floor)
+    mask: list[MaskRule] = Field(default_factory=list)
+    mask_value: float = 0.0  # value written into the slots of a masked concept (the paper zeroes them)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _class_names_as_strings(cls, data: Any) -> Any:
+        # YAML reads `held_out: [11]` or `--set data.held_out=[011]` as numbers; class names are digit strings.
+        if not isinstance(data, dict):
+            return data
+        width = len(data.get("concepts") or {"color": 0, "size": 0})
+
+        def fix(names: Any) -> Any:
+            if not isinstance(names, list):
+                return names
+            return [str(n).zfill(width) if isinstance(n, int) and not isinstance(n, bool) else n for n in names]
+
+        data = dict(data)
+        data["held_out"] = fix(data.get("held_out"))
+        if isinstance(data.get("mask"), list):
+            data["mask"] = [dict(r, classes=fix(r.get("classes"))) if isinstance(r, dict) else r for r in data["mask"]]
+        return data
+
+    @model_validator(mode="after")
+    def _check_space(self) -> "DataConfig":
+        # Building the space runs every semantic check (ranges, overlaps, unknown classes) in one place.
+        from .concepts import ConceptSpace
+
+        ConceptSpace.from_config(self)
+        return self
+
+
+class ExperimentConfig(StrictModel):
+    """Everything a run depends on. Saved verbatim (resolved) in every run directory."""
+
+    seed: int = Field(0, ge=0)
+    data: DataConfig = Field(default_factory=DataConfig)
+
+
+# --------------------------------------------------------------------------------------------------- I/O
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: '{key}' is a value, not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Apply `key.sub=value` strings (values parsed as YAML: numbers, lists, null) to a raw config tree."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected key.sub=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({exc.__class__.__name__})") from None
+        _set_path(tree, key.strip(), value)
+    return tree
+
+
+def _format_error(source: str, exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err["loc"]) or "<root>"
+    msg = err["msg"].removeprefix("Value error, ")
+    # Semantic checks raise "<sub.key>: <reason>"; fold the sub-key into the key path.
+    sub = re.match(r"^([\w.]+): (.*)$", msg, flags=re.S) if err["type"] == "value_error" else None
+    if sub:
+        key, msg = f"{key}.{sub.group(1)}" if key != "<root>" else sub.group(1), sub.group(2)
+    if err["type"] not in ("missing", "value_error", "assertion_error") and "input" in err:
+        msg += f" (got {err['input']!r})"
+    more = f" [+{len(exc.errors()) - 1} more]" if len(exc.errors()) > 1 else ""
+    return f"{source}: {key}: {msg}{more}"
+
+
+def config_from_dict(tree: dict[str, Any], source: str = "<config>") -> ExperimentConfig:
+    """Validate a raw tree; failures raise one-line `ConfigError`s naming source, key and reason."""
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{source}: <root>: expected a mapping of sections, got {type(tree).__name__}")
+    try:
+        return ExperimentConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(source, exc)) from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Load a YAML config (None: all defaults) and apply `--set` overrides."""
+    # Without a file, start from the dumped defaults so `--set data.concepts.color.sep=...` edits the default
+    # concepts instead of replacing the whole mapping.
+    tree: dict[str, Any] = ExperimentConfig().model_dump(mode="json")
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read config ({exc.strerror})") from None
+        try:
+            tree = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{source}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if overrides:
+        source += " (with --set " + ", ".join(overrides) + ")"
+    return config_from_dict(apply_overrides(tree, overrides), source)
+
+
+def config_to_yaml(cfg: BaseModel) -> str:
+    """The resolved config as YAML; `load_config` of it gives an equal object."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def save_config(cfg: BaseModel, path: str | Path) -> None:
+    """Write the resolved config next to a run's artifacts."""
+    Path(path).write_text(config_to_yaml(cfg))

@@ -1,0 +1,16 @@
+"""Shared tiny fixtures: every test passes explicit seeds, none relies on global RNG order."""
+
+import pytest
+
+from conceptspace.concepts import ConceptSpace
+from conceptspace.config import load_config
+
+
+@pytest.fixture
+def tiny_cfg():
+    return load_config(None, ["data.image_size=8", "data.n_per_class=16"])
+
+
+@pytest.fixture
+def tiny_space(tiny_cfg):
+    return ConceptSpace.from_config(tiny_cfg.data)

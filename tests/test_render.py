@@ -1,0 +1,94 @@
+import subprocess
+import sys
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conceptspace.concepts import ConceptValues, sample_values
+from conceptspace.render import render
+
+
+def values(n=1, x=0.0, y=0.0, color=(0.9, 0.1, 0.1), size=0.4, shape=0, bg=(0.9, 0.9, 0.9)):
+    return ConceptValues(
+        x=np.full(n, x), y=np.full(n, y), color=np.tile(color, (n, 1)), size=np.full(n, size),
+        shape=np.full(n, shape), bg_color=np.tile(bg, (n, 1)),
+    )
+
+
+unit = st.floats(0.0, 1.0)
+rgb = st.tuples(unit, unit, unit)
+
+
+@settings(max_examples=40, deadline=None)
+@given(x=st.floats(-0.5, 0.5), y=st.floats(-0.5, 0.5), color=rgb, bg=rgb, size=st.floats(0.05, 0.9),
+       shape=st.integers(0, 2), px=st.sampled_from([8, 16, 32]), seed=st.integers(0, 2**32 - 1))
+def test_pixels_in_unit_interval(x, y, color, bg, size, shape, px, seed):
+    img = render(values(2, x, y, color, size, shape, bg), px, 1 / 32, 0.05, np.random.default_rng(seed))
+    assert img.shape == (2, 3, px, px) and img.dtype == np.float32
+    assert img.min() >= 0.0 and img.max() <= 1.0
+
+
+@settings(max_examples=25, deadline=None)
+@given(shape=st.integers(0, 2), small=st.floats(0.1, 0.5), delta=st.floats(0.05, 0.4), px=st.sampled_from([16, 32]))
+def test_object_area_increases_with_size(shape, small, delta, px):
+    a = render(values(1, size=small, shape=shape), px, 0.0, 0.0, None)
+    b = render(values(1, size=small + delta, shape=shape), px, 0.0, 0.0, None)
+    fg = lambda img: (np.abs(img[0] - 0.9).sum(0) > 0.1).sum()  # noqa: E731
+    assert fg(b) >= fg(a)
+    assert render(values(1, size=small + delta + 0.2, shape=shape), px, 0.0, 0.0, None)[0].std() > 0
+
+
+@settings(max_examples=25, deadline=None)
+@given(c1=rgb, c2=rgb, seed=st.integers(0, 1000))
+def test_color_change_only_touches_the_object(c1, c2, seed):
+    a = render(values(1, color=c1), 16, 0.0, 0.0, None)[0]
+    b = render(values(1, color=c2), 16, 0.0, 0.0, None)[0]
+    mask = render(values(1, color=(1, 1, 1), bg=(0, 0, 0)), 16, 0.0, 0.0, None)[0, 0] > 0
+    changed = np.abs(a - b).max(0) > 0
+    assert not changed[~mask].any()  # background pixels are untouched
+
+
+def test_size_change_only_touches_the_annulus():
+    a = render(values(1, size=0.3, bg=(0, 0, 0), color=(1, 1, 1)), 32, 0.0, 0.0, None)[0, 0]
+    b = render(values(1, size=0.6, bg=(0, 0, 0), color=(1, 1, 1)), 32, 0.0, 0.0, None)[0, 0]
+    lin = np.linspace(-1, 1, 32)
+    r = np.hypot(*np.meshgrid(lin, lin, indexing="ij"))
+    diff = np.abs(a - b) > 0
+    assert np.array_equal(diff, (r >= 0.3) & (r < 0.6))
+
+
+def test_same_physical_object_at_16_and_32_px():
+    v = values(1, size=0.5)
+    a16 = render(v, 16, 1 / 32, 0.0, None)[0, 0]
+    a32 = render(v, 32, 1 / 32, 0.0, None)[0, 0]
+    frac = lambda img: (0.9 - img).sum() / (0.9 - 0.9 * 0.0 - 0.0 + 1e-9) / img.size  # noqa: E731
+    assert abs(frac(a16) - frac(a32)) < 0.02
+
+
+def test_deterministic_in_process(tiny_space):
+    def make(seed):
+        rng = np.random.default_rng(seed)
+        ids = tiny_space.class_ids(["00", "01", "10"] * 50)
+        return render(sample_values(tiny_space, ids, "train", rng), 8, 1 / 32, 1e-3, rng)
+
+    assert np.array_equal(make(5), make(5))
+    assert not np.array_equal(make(5), make(6))
+
+
+SCRIPT = """
+import hashlib, numpy as np
+from conceptspace.config import load_config
+from conceptspace.concepts import ConceptSpace, sample_values
+from conceptspace.render import render_space
+s = ConceptSpace.from_config(load_config(None, ["data.image_size=16"]).data)
+rng = np.random.default_rng(11)
+x = render_space(sample_values(s, s.class_ids(s.train_classes * 300), "train", rng), s, rng)
+print(hashlib.sha256(x.tobytes()).hexdigest())
+"""
+
+
+def test_bit_identical_across_processes():
+    out = [subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, check=True).stdout
+           for _ in range(2)]
+    assert out[0] == out[1] and len(out[0].strip()) == 64
