@@ -73,6 +73,21 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import load_run_config, train
+
+    run_dir = Path(args.run_dir)
+    if args.resume and args.config is None:
+        cfg = load_run_config(run_dir)  # resume with the saved config
+        if args.overrides:
+            cfg = load_config(run_dir / "config.yaml", args.overrides)
+    else:
+        cfg = load_config(args.config, args.overrides)
+    train(cfg, run_dir, resume=args.resume, overwrite=args.overwrite)
+    print(f"run finished: {run_dir} (checkpoints in {run_dir / 'checkpoints'}, metrics in {run_dir / 'metrics.jsonl'})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="conceptspace", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -83,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-per-class", type=int, default=8, help="preview images per class")
     p.add_argument("--overwrite", action="store_true", help="replace an existing preview in --out")
     p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("train", help="train a conditional diffusion model on the training classes")
+    _add_common(p)
+    p.add_argument("--run-dir", required=True, help="run directory (checkpoints, metrics, resolved config)")
+    p.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run in --run-dir")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("signal", help="print the concept signal of each concept")
     _add_common(p)

@@ -92,11 +92,92 @@ class DataConfig(StrictModel):
         return self
 
 
+class ModelConfig(StrictModel):
+    """The conditional U-Net (paper-notes 3.2, made CPU-sized)."""
+
+    widths: list[int] = Field(default_factory=lambda: [32, 64], min_length=1)
+    res_blocks: int = Field(1, ge=1)
+    attention: bool = True  # self-attention at the lowest resolution
+    norm_groups: int = Field(8, ge=1)
+    # sep_mlp: every res block has its own MLP of the raw prompt (the paper's runs);
+    # common_linear: one shared prompt embedding, then a linear map per block.
+    conditioning: Literal["sep_mlp", "common_linear"] = "sep_mlp"
+    embed_dim: int = Field(64, ge=1)
+    time_embed_dim: int = Field(64, ge=2)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _check_widths(self) -> "ModelConfig":
+        for w in self.widths:
+            if w < 1 or w % min(self.norm_groups, w):
+                raise ValueError(f"widths: {w} is not divisible by norm_groups={self.norm_groups}")
+        return self
+
+
+class DiffusionConfig(StrictModel):
+    """Training objective: DDPM epsilon prediction (fast default) or the paper's continuous-time VDM."""
+
+    objective: Literal["ddpm", "vdm"] = "ddpm"
+    schedule: Literal["linear", "cosine"] = "cosine"  # DDPM only
+    n_timesteps: int = Field(1000, ge=2)  # DDPM only
+    gamma_min: float = -5.0  # VDM: learned linear log-SNR schedule, initial end points
+    gamma_max: float = 10.0
+    data_noise: float = Field(1e-3, gt=0.0)
+    cond_drop_p: float = Field(0.0, ge=0.0, le=1.0)  # prompt dropout for classifier-free guidance
+    null_value: float = -1.0  # the null prompt (the paper's HEAD uses -1)
+
+    @model_validator(mode="after")
+    def _check_gamma(self) -> "DiffusionConfig":
+        if self.gamma_max <= self.gamma_min:
+            raise ValueError(f"gamma_max: must exceed gamma_min={self.gamma_min}")
+        return self
+
+
+class SamplerConfig(StrictModel):
+    """How generations are drawn at evaluation time."""
+
+    method: Literal["ddpm", "ddim", "vdm"] = "ddim"
+    n_steps: int = Field(50, ge=1)
+    eta: float = Field(0.0, ge=0.0)
+    guidance_scale: float = 1.0
+
+
+class TrainConfig(StrictModel):
+    """Optimisation and checkpointing."""
+
+    steps: int = Field(6000, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(0.01, ge=0.0)
+    grad_clip: float | None = Field(None, gt=0.0)  # the paper clips the global grad norm at 0.01
+    n_checkpoints: int = Field(30, ge=1)
+    # quadratic: the paper's sqrt-linspace (dense early); log: denser still; linear: even.
+    checkpoint_spacing: Literal["quadratic", "log", "linear"] = "quadratic"
+    first_checkpoint: int = Field(50, ge=1)
+    log_every: int = Field(50, ge=1)
+    threads: int | None = Field(None, ge=1)  # torch threads; None = all cores
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
 class ExperimentConfig(StrictModel):
     """Everything a run depends on. Saved verbatim (resolved) in every run directory."""
 
     seed: int = Field(0, ge=0)
     data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = Field(default_factory=DiffusionConfig)
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @model_validator(mode="after")
+    def _check_model_fits_image(self) -> "ExperimentConfig":
+        factor = 2 ** (len(self.model.widths) - 1)
+        if self.data.image_size % factor:
+            raise ValueError(
+                f"model.widths: {len(self.model.widths)} levels need an image size divisible by {factor} "
+                f"(data.image_size={self.data.image_size})"
+            )
+        return self
 
 
 # --------------------------------------------------------------------------------------------------- I/O

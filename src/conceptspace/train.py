@@ -1,0 +1,322 @@
+"""Training engine: `train(cfg, run_dir)` trains a conditional diffusion model on the training classes and leaves
+checkpoints and metrics behind; `resume=True` continues a killed run bit-exactly.
+
+Determinism: the data come from the config's seed; each step's batch order, noise, timesteps, prompt masking and
+dropout come from generators seeded by (seed, step), so nothing but the weights and the optimizer state needs to be
+saved for an exact resume.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from . import __version__
+from .checkpoints import (
+    CheckpointError,
+    checkpoint_path,
+    checkpoint_steps,
+    load_tensors,
+    optimizer_from_tensors,
+    optimizer_to_tensors,
+    save_tensors,
+    split_prefix,
+)
+from .concepts import ConceptSpace
+from .config import ExperimentConfig, config_from_dict, config_to_yaml, load_config
+from .data import ConceptImages, make_dataset
+from .errors import ConceptspaceError
+from .objectives import DDPMObjective, Objective, VDMObjective
+from .prompts import PromptLayout, mask_prompts
+from .unet import ConditionalUNet
+
+RUN_FILES = ("config.yaml", "run.json", "metrics.jsonl", "checkpoints", "resume.safetensors", "resume.prev.safetensors")
+
+
+class RunDirError(ConceptspaceError):
+    """A run directory in a state the command cannot use."""
+
+
+# ------------------------------------------------------------------------------------------ building
+
+
+def build_model(cfg: ExperimentConfig, space: ConceptSpace | None = None) -> ConditionalUNet:
+    """The denoiser described by `cfg.model` for the space's prompt layout."""
+    space = space or ConceptSpace.from_config(cfg.data)
+    m = cfg.model
+    return ConditionalUNet(
+        image_size=cfg.data.image_size, prompt_dim=PromptLayout.for_space(space).dim, widths=m.widths,
+        res_blocks=m.res_blocks, attention=m.attention, norm_groups=m.norm_groups, conditioning=m.conditioning,
+        embed_dim=m.embed_dim, time_embed_dim=m.time_embed_dim, dropout=m.dropout,
+    )
+
+
+def build_objective(cfg: ExperimentConfig) -> Objective:
+    """DDPM or VDM objective from `cfg.diffusion`."""
+    d = cfg.diffusion
+    if d.objective == "vdm":
+        return VDMObjective(gamma_min=d.gamma_min, gamma_max=d.gamma_max, data_noise=d.data_noise,
+                            cond_drop_p=d.cond_drop_p, null_value=d.null_value)
+    return DDPMObjective(schedule=d.schedule, n_timesteps=d.n_timesteps, cond_drop_p=d.cond_drop_p,
+                         null_value=d.null_value)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConceptspaceError("train.device=cuda but no CUDA GPU is available (use auto or cpu)")
+    return torch.device("cuda" if name in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+
+
+def versions() -> dict[str, str]:
+    """What produced a run: enough to reproduce it."""
+    return {"conceptspace": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "numpy": np.__version__, "platform": platform.platform()}
+
+
+# ------------------------------------------------------------------------------------------ run directory
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def read_run_info(run_dir: str | Path) -> dict:
+    """run.json of a run directory (RunDirError when it is not a run)."""
+    path = Path(run_dir) / "run.json"
+    if not (Path(run_dir) / "config.yaml").is_file() or not path.is_file():
+        raise RunDirError(f"{run_dir}: not a run directory (no config.yaml / run.json)")
+    return json.loads(path.read_text())
+
+
+def load_run_config(run_dir: str | Path) -> ExperimentConfig:
+    """The resolved config saved in a run directory."""
+    return load_config(Path(run_dir) / "config.yaml")
+
+
+def _prepare_run_dir(cfg: ExperimentConfig, run_dir: Path, resume: bool, overwrite: bool) -> ExperimentConfig:
+    ours = [run_dir / f for f in RUN_FILES if (run_dir / f).exists()]
+    if resume:
+        if not (run_dir / "config.yaml").is_file():
+            raise RunDirError(f"{run_dir}: nothing to resume (no config.yaml); start it without --resume")
+        saved = load_run_config(run_dir)
+        if saved != cfg:
+            a, b = saved.model_dump(), cfg.model_dump()
+            diff = [k for k in a if a[k] != b[k]]
+            raise RunDirError(f"{run_dir}: the config differs from the saved one in {', '.join(diff)}; "
+                              "resume with the saved config (omit CONFIG) or start a new run directory")
+        return saved
+    if ours:
+        if not overwrite:
+            raise RunDirError(f"{run_dir} already holds a run ({ours[0].name}); pass --resume to continue it "
+                              "or --overwrite to replace it")
+        for p in ours:  # only our own files: anything else the user keeps there survives
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------ the loop
+
+
+class BatchOrder:
+    """Epoch-wise shuffles seeded by (seed, epoch): the batch of any step is known without saved state."""
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        if n < batch_size:
+            raise ConceptspaceError(f"train.batch_size={batch_size} exceeds the {n} training images")
+        self.n, self.bs, self.seed = n, batch_size, seed
+        self.per_epoch = n // batch_size  # drop the last partial batch
+        self._epoch, self._perm = -1, None
+
+    def __call__(self, step: int) -> torch.Tensor:
+        epoch, k = divmod(step - 1, self.per_epoch)
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_033 + epoch)  # no hash(): it varies per process
+            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=g)
+        return self._perm[k * self.bs:(k + 1) * self.bs]
+
+
+def _step_seed(seed: int, step: int) -> int:
+    return (seed * 1_000_003 + step * 7_919) % (2**63)
+
+
+@torch.no_grad()
+def evaluate_loss(objective: Objective, model: torch.nn.Module, data: ConceptImages, seed: int,
+                  device: torch.device, batch_size: int = 512) -> float | None:
+    """Mean loss over a fixed image set with fixed noise (comparable across checkpoints)."""
+    if len(data) == 0:
+        return None
+    was = model.training
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    total = 0.0
+    for i in range(0, len(data), batch_size):
+        x, p = data.images[i:i + batch_size].to(device), data.prompts[i:i + batch_size].to(device)
+        total += float(objective.loss(model, x, p, generator=gen)["loss"]) * len(x)
+    model.train(was)
+    return total / len(data)
+
+
+def _state_tensors(model: torch.nn.Module, objective: Objective) -> dict[str, torch.Tensor]:
+    out = {f"model.{k}": v for k, v in model.state_dict().items()}
+    out.update({f"objective.{k}": v for k, v in objective.state_dict().items()})
+    return out
+
+
+def _load_resume_state(run_dir: Path, model, objective, opt) -> int:
+    errors = []
+    for name in ("resume.safetensors", "resume.prev.safetensors"):
+        try:
+            tensors, meta = load_tensors(run_dir / name)
+        except CheckpointError as exc:
+            errors.append(str(exc))
+            continue
+        model.load_state_dict(split_prefix(tensors, "model"))
+        objective.load_state_dict(split_prefix(tensors, "objective"))
+        optimizer_from_tensors(opt, tensors)
+        if errors:
+            print(f"warning: {errors[0]}; resuming from the previous state (step {meta['step']})", file=sys.stderr)
+        return int(meta["step"])
+    if not (run_dir / "resume.safetensors").exists() and not (run_dir / "resume.prev.safetensors").exists():
+        return 0  # killed before its first checkpoint: start over
+    raise RunDirError(f"{run_dir}: no usable resume state ({'; '.join(errors)})")
+
+
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    """Drop log lines past the resume point so a resumed run's log has no duplicate steps."""
+    if not path.is_file():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= last_step]
+    path.write_text("".join(ln + "\n" for ln in keep))
+
+
+def train(
+    cfg: ExperimentConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> Path:
+    """Train a run to `cfg.train.steps`; returns the run directory.
+
+    `on_step(step)` is called after every optimizer step (tests use it to simulate a kill).
+    """
+    run_dir = Path(run_dir)
+    cfg = _prepare_run_dir(cfg, run_dir, resume, overwrite)
+    t = cfg.train
+    torch.set_num_threads(t.threads or os.cpu_count() or 1)
+    device = resolve_device(t.device)
+
+    data = make_dataset(cfg)
+    torch.manual_seed(cfg.seed)  # weight init
+    model = build_model(cfg, data.space).to(device)
+    objective = build_objective(cfg).to(device)
+    opt = torch.optim.AdamW(list(model.parameters()) + list(objective.parameters()), lr=t.lr,
+                            weight_decay=t.weight_decay)
+    start = _load_resume_state(run_dir, model, objective, opt) if resume else 0
+    metrics_path = run_dir / "metrics.jsonl"
+    _truncate_metrics(metrics_path, start)
+
+    info = {"seed": cfg.seed, "status": "running", "step": start, "steps": t.steps, "versions": versions(),
+            "command": sys.argv, "device": str(device), "pid": os.getpid(), "started": time.time()}
+    _write_json(run_dir / "run.json", info)
+    save_at = set(checkpoint_steps(t.steps, t.n_checkpoints, t.checkpoint_spacing, t.first_checkpoint))
+    order = BatchOrder(len(data.train), t.batch_size, cfg.seed)
+    space, masks = data.space, list(cfg.data.mask)
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = tqdm(total=t.steps, initial=start, disable=not show, desc="train", dynamic_ncols=True)
+    model.train()
+    tick, tick_step = time.perf_counter(), start
+    try:
+        with open(metrics_path, "a", buffering=1) as log:
+            for step in range(start + 1, t.steps + 1):
+                # 1. The batch, its prompts (masked: underspecification M) and this step's randomness.
+                idx = order(step)
+                x = data.train.images[idx].to(device)
+                prompt = data.train.prompts[idx]
+                seed = _step_seed(cfg.seed, step)
+                if masks:
+                    masked, _ = mask_prompts(space, prompt.numpy(), data.train.class_ids[idx.numpy()], masks,
+                                             cfg.data.mask_value, np.random.default_rng(seed))
+                    prompt = torch.from_numpy(masked)
+                prompt = prompt.to(device)
+                gen = torch.Generator().manual_seed(seed)
+                torch.manual_seed(seed)  # dropout
+                # 2. Loss, gradient, (optional) global-norm clip, update.
+                parts = objective.loss(model, x, prompt, generator=gen)
+                opt.zero_grad(set_to_none=True)
+                parts["loss"].backward()
+                params = [p for g in opt.param_groups for p in g["params"]]
+                max_norm = t.grad_clip if t.grad_clip is not None else float("inf")
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+                opt.step()
+                bar.update(1)
+                if on_step is not None:
+                    on_step(step)
+                # 3. Logs and checkpoints.
+                if step % t.log_every == 0 or step in save_at:
+                    now = time.perf_counter()
+                    row = {"step": step, **{k: float(v.detach()) for k, v in parts.items()}, "grad_norm": grad_norm,
+                           "lr": opt.param_groups[0]["lr"], "steps_per_s": (step - tick_step) / max(now - tick, 1e-9)}
+                    tick, tick_step = now, step
+                    if step in save_at:
+                        row["val_loss"] = evaluate_loss(objective, model, data.val, cfg.seed + 1, device)
+                        row["ood_loss"] = evaluate_loss(objective, model, data.ood, cfg.seed + 2, device)
+                        _save_checkpoint(run_dir, cfg, step, model, objective, opt)
+                        row["checkpoint"] = checkpoint_path(run_dir, step).name
+                        if not show:
+                            print(f"step {step}/{t.steps}  loss {row['loss']:.4g}  val {row['val_loss']:.4g}  "
+                                  f"{row['steps_per_s']:.1f} steps/s", file=sys.stderr)
+                    log.write(json.dumps(row) + "\n")
+                    bar.set_postfix(loss=f"{row['loss']:.4g}")
+    except BaseException:
+        info.update(status="failed" if not isinstance(sys.exc_info()[1], KeyboardInterrupt) else "interrupted")
+        _write_json(run_dir / "run.json", info)
+        raise
+    finally:
+        bar.close()
+    info.update(status="done", step=t.steps, finished=time.time())
+    _write_json(run_dir / "run.json", info)
+    return run_dir
+
+
+def _save_checkpoint(run_dir: Path, cfg: ExperimentConfig, step: int, model, objective, opt) -> None:
+    meta = {"step": step, "config": cfg.model_dump(mode="json")}
+    weights = _state_tensors(model, objective)
+    save_tensors(checkpoint_path(run_dir, step), weights, meta)
+    latest = run_dir / "resume.safetensors"
+    if latest.exists():
+        os.replace(latest, run_dir / "resume.prev.safetensors")
+    save_tensors(latest, {**weights, **optimizer_to_tensors(opt)}, meta)
+    info_path = run_dir / "run.json"
+    if info_path.is_file():
+        info = json.loads(info_path.read_text())
+        info["step"] = step
+        _write_json(info_path, info)
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[ExperimentConfig, ConditionalUNet,
+                                                                                Objective, int]:
+    """(config, model, objective, step) from one checkpoint file; nothing is unpickled."""
+    tensors, meta = load_tensors(path)
+    cfg = config_from_dict(meta["config"], str(path))
+    model = build_model(cfg)
+    objective = build_objective(cfg)
+    model.load_state_dict(split_prefix(tensors, "model"))
+    objective.load_state_dict(split_prefix(tensors, "objective"))
+    return cfg, model.to(device).eval(), objective.to(device), int(meta["step"])

@@ -1,0 +1,100 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conceptspace.checkpoints import list_checkpoints, load_tensors
+from conceptspace.cli import main
+from conceptspace.config import load_config
+from conceptspace.train import RunDirError, load_checkpoint, train
+
+ROOT = Path(__file__).resolve().parents[1]
+MICRO = ROOT / "configs" / "micro.yaml"
+
+
+@pytest.fixture
+def micro():
+    return load_config(MICRO, ["train.steps=12", "train.n_checkpoints=3", "train.first_checkpoint=3"])
+
+
+def final_weights(run_dir):
+    return load_tensors(list_checkpoints(run_dir)[-1][1])[0]
+
+
+def test_train_leaves_checkpoints_metrics_and_config(tmp_path, micro):
+    run = train(micro, tmp_path / "r", progress=False)
+    steps = [s for s, _ in list_checkpoints(run)]
+    assert steps[-1] == 12 and len(steps) == 3
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    ckpt_rows = [r for r in rows if "checkpoint" in r]
+    assert [r["step"] for r in ckpt_rows] == steps
+    assert all(r["val_loss"] > 0 and r["ood_loss"] > 0 for r in ckpt_rows)
+    assert load_config(run / "config.yaml") == micro
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "done" and info["seed"] == 0 and "torch" in info["versions"]
+    cfg, model, objective, step = load_checkpoint(list_checkpoints(run)[-1][1])
+    assert cfg == micro and step == 12 and not model.training
+
+
+class Kill(Exception):
+    pass
+
+
+def kill_at(n):
+    def on_step(step):
+        if step == n:
+            raise Kill
+
+    return on_step
+
+
+@pytest.mark.parametrize("objective", ["ddpm", "vdm"])
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path, micro, objective):
+    cfg = load_config(MICRO, ["train.steps=12", "train.n_checkpoints=3", "train.first_checkpoint=3",
+                              f"diffusion.objective={objective}", "model.dropout=0.1",
+                              "data.mask=[{concept: color, p: 0.5, classes: ['01']}]"])
+    train(cfg, tmp_path / "full", progress=False)
+    with pytest.raises(Kill):
+        train(cfg, tmp_path / "killed", progress=False, on_step=kill_at(9))  # between checkpoints 6 and 12
+    assert json.loads((tmp_path / "killed" / "run.json").read_text())["status"] == "failed"
+    train(cfg, tmp_path / "killed", resume=True, progress=False)
+    a, b = final_weights(tmp_path / "full"), final_weights(tmp_path / "killed")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    steps = [json.loads(ln)["step"] for ln in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))  # no duplicated log lines after the resume
+
+
+def test_resume_falls_back_when_latest_state_is_corrupt(tmp_path, micro, capsys):
+    with pytest.raises(Kill):
+        train(micro, tmp_path / "r", progress=False, on_step=kill_at(11))
+    latest = tmp_path / "r" / "resume.safetensors"
+    latest.write_bytes(latest.read_bytes()[:100])
+    train(micro, tmp_path / "r", resume=True, progress=False)
+    assert "resuming from the previous state" in capsys.readouterr().err
+    train(micro, tmp_path / "ref", progress=False)
+    a, b = final_weights(tmp_path / "r"), final_weights(tmp_path / "ref")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_existing_run_is_never_overwritten_without_flag(tmp_path, micro):
+    train(micro, tmp_path / "r", progress=False)
+    before = (tmp_path / "r" / "metrics.jsonl").read_text()
+    (tmp_path / "r" / "notes.txt").write_text("mine")
+    with pytest.raises(RunDirError, match="--resume.*--overwrite"):
+        train(micro, tmp_path / "r", progress=False)
+    assert (tmp_path / "r" / "metrics.jsonl").read_text() == before
+    changed = load_config(MICRO, ["train.steps=12", "train.n_checkpoints=3", "train.first_checkpoint=3", "seed=1"])
+    with pytest.raises(RunDirError, match="differs.*seed"):
+        train(changed, tmp_path / "r", resume=True, progress=False)
+    train(changed, tmp_path / "r", overwrite=True, progress=False)
+    assert (tmp_path / "r" / "notes.txt").read_text() == "mine"  # only our own files are replaced
+
+
+def test_cli_train_and_resume(tmp_path, capsys):
+    run = tmp_path / "cli"
+    assert main(["train", str(MICRO), "--run-dir", str(run), "--set", "train.steps=6", "--set", "train.n_checkpoints=2"]) == 0
+    assert main(["train", str(MICRO), "--run-dir", str(run)]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert main(["train", "--run-dir", str(run), "--resume"]) == 0
+    assert main(["train", "--run-dir", str(tmp_path / "none"), "--resume"]) == 2
