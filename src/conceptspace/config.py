@@ -159,6 +159,38 @@ class TrainConfig(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
+class ProbeConfig(StrictModel):
+    """The concept probe that reads generations back into concept space (paper-notes 4.1)."""
+
+    kind: Literal["learned", "analytic"] = "learned"
+    # Separations pooled into the learned probe's training set, so one probe serves a whole sweep.
+    pool_seps: dict[ConceptKind, list[float]] = Field(
+        default_factory=lambda: {"color": [0.1, 0.2, 0.4, 0.8], "size": [0.2, 0.3, 0.4], "bg_color": [0.1, 0.3, 0.6]}
+    )
+    n_train_per_class: int = Field(512, ge=1)
+    n_test_per_class: int = Field(128, ge=1)
+    steps: int = Field(1500, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(2e-3, gt=0.0)
+    width: int = Field(16, ge=1)
+    min_accuracy: float = Field(0.99, ge=0.0, le=1.0)  # per concept, on fresh test-mode images
+    cache_dir: str | None = None  # default: $CONCEPTSPACE_CACHE/probes or ~/.cache/conceptspace/probes
+
+
+class EvalConfig(StrictModel):
+    """Evaluation of checkpoints and the trajectory analysis (paper-notes 4.2-4.4)."""
+
+    n_samples: int = Field(32, ge=1)  # generations per class per checkpoint
+    seed: int = Field(0, ge=0)  # initial noise, shared by every checkpoint so trajectories are comparable
+    batch_size: int = Field(256, ge=1)
+    threshold: float = Field(0.8, gt=0.0, le=1.0)  # learning time: accuracy above this ...
+    run_length: int = Field(3, ge=1)  # ... for this many consecutive checkpoints ...
+    smoothing: float = Field(1.5, ge=0.0)  # ... after Gaussian smoothing along checkpoints (sigma, in checkpoints)
+    memorisation_radius: float = Field(0.5, gt=0.0)  # a held-out trajectory this close to a training corner
+    turn_window: int = Field(2, ge=1)  # heading change measured over +-this many checkpoints
+    saturation_msd: float = Field(0.01, gt=0.0)  # training saturated: mean squared distance to corners below
+
+
 class ExperimentConfig(StrictModel):
     """Everything a run depends on. Saved verbatim (resolved) in every run directory."""
 
@@ -168,6 +200,8 @@ class ExperimentConfig(StrictModel):
     diffusion: DiffusionConfig = Field(default_factory=DiffusionConfig)
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    probe: ProbeConfig = Field(default_factory=ProbeConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
 
     @model_validator(mode="after")
     def _check_model_fits_image(self) -> "ExperimentConfig":

@@ -1,0 +1,151 @@
+"""Evaluation of a run: generate at every checkpoint, read the generations with the probe, store the arrays.
+
+`evaluate_run(run_dir)` writes `eval/<tag>/concept_probs.npz` next to the run:
+
+    steps          [K]                    checkpoint steps
+    classes        [P]                    class names (training and held-out), prompted at their class means
+    held_out       [P] bool
+    probs          [K, P, S, C, V]        probe probabilities per sample and concept (V = most values of a concept)
+    preds          [K, P, S, C]           argmax of probs
+    analytic_probs [K, P, S, C, V]        the analytic probe's reading of the same images (a cross-check)
+    samples        [K, P, n_show, 3, H, W] uint8, the first generations of each class (for figures)
+
+The file is rewritten atomically after every checkpoint, so an interrupted evaluation keeps what it did, and a
+re-run only evaluates the checkpoints that are new (a run still training can be evaluated and caught up later).
+Settings that change what the arrays mean (sampler, eval, probe) are stored beside it; evaluating again with
+other settings needs another --tag (or --force to replace).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .checkpoints import CheckpointError, list_checkpoints
+from .concepts import ConceptSpace
+from .config import ExperimentConfig
+from .errors import ConceptspaceError
+from .probe import AnalyticProbe, check_probe_space, get_probe
+from .prompts import class_prompts
+from .samplers import sample
+from .train import RunDirError, load_checkpoint, read_run_info
+
+N_SHOW = 8  # generations kept as images per class and checkpoint
+
+
+def eval_settings(cfg: ExperimentConfig) -> dict:
+    """What the evaluation arrays depend on besides the checkpoints."""
+    return {"sampler": cfg.sampler.model_dump(mode="json"), "eval": cfg.eval.model_dump(mode="json",
+            include={"n_samples", "seed"}), "probe": cfg.probe.model_dump(mode="json", exclude={"cache_dir"})}
+
+
+def pad_probs(per_concept: list[np.ndarray]) -> np.ndarray:
+    """list over concepts of [N, V_c] -> [N, C, Vmax] (zero-padded)."""
+    vmax = max(p.shape[1] for p in per_concept)
+    out = np.zeros((len(per_concept[0]), len(per_concept), vmax), dtype=np.float32)
+    for j, p in enumerate(per_concept):
+        out[:, j, :p.shape[1]] = p
+    return out
+
+
+def _save_npz(path: Path, arrays: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def load_eval(path: str | Path) -> dict[str, np.ndarray]:
+    """The arrays of an evaluation file (no pickled objects)."""
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+@torch.no_grad()
+def generate_and_read(model, objective, cfg: ExperimentConfig, space: ConceptSpace, probes: list,
+                      prompts: torch.Tensor) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Generate one image per prompt (fixed initial noise) and read it with every probe."""
+    s = cfg.sampler
+    gen = torch.Generator().manual_seed(cfg.eval.seed)
+    size = cfg.data.image_size
+    x = sample(model, objective, prompts, shape=(3, size, size), n_steps=s.n_steps, method=s.method, eta=s.eta,
+               guidance_scale=s.guidance_scale, generator=gen, batch_size=cfg.eval.batch_size)
+    images = x.clamp(0, 1).numpy()  # [N, 3, H, W]; G's images live in [0, 1], so the probe reads clipped ones
+    return images, [pad_probs(p.predict_proba(images)) for p in probes]
+
+
+def evaluate_run(run_dir: str | Path, cfg: ExperimentConfig | None = None, tag: str = "default",
+                 force: bool = False, progress: bool | None = None) -> Path:
+    """Evaluate every (new) checkpoint of a run; returns the path of the arrays file."""
+    from .train import load_run_config
+
+    run_dir = Path(run_dir)
+    info = read_run_info(run_dir)
+    cfg = cfg or load_run_config(run_dir)
+    ckpts = list_checkpoints(run_dir)
+    if not ckpts:
+        raise RunDirError(f"{run_dir}: no checkpoints yet (status: {info.get('status')}); train first")
+    if info.get("status") == "running":
+        print(f"note: {run_dir} is still training; evaluating the {len(ckpts)} checkpoints present "
+              "(run evaluate again to catch up)", file=sys.stderr)
+    out_dir = run_dir / "eval" / tag
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path, settings_path = out_dir / "concept_probs.npz", out_dir / "settings.json"
+    settings = eval_settings(cfg)
+    arrays: dict[str, np.ndarray] = {}
+    if path.is_file() and not force:
+        old = json.loads(settings_path.read_text()) if settings_path.is_file() else None
+        if old != settings:
+            raise ConceptspaceError(f"{path} was made with other settings; use --tag NAME for a new evaluation "
+                                    "or --force to replace it")
+        arrays = load_eval(path)
+    settings_path.write_text(json.dumps(settings, indent=2))
+
+    space = ConceptSpace.from_config(cfg.data)
+    probe = get_probe(cfg, progress)
+    check_probe_space(probe, space)
+    analytic = probe if isinstance(probe, AnalyticProbe) else AnalyticProbe.calibrate(space)
+    names = space.class_names
+    n = cfg.eval.n_samples
+    prompts = torch.from_numpy(np.repeat(class_prompts(space, names), n, axis=0))  # [P * S, D]
+    done = set(arrays.get("steps", np.array([], dtype=np.int64)).tolist())
+    todo = [(s, p) for s, p in ckpts if s not in done]
+    show = sys.stderr.isatty() if progress is None else progress
+    for step, ckpt in tqdm(todo, disable=not show, desc="evaluate"):
+        try:
+            _, model, objective, _ = load_checkpoint(ckpt)
+        except CheckpointError as exc:
+            print(f"warning: skipping {exc}", file=sys.stderr)
+            continue
+        images, (probs, a_probs) = generate_and_read(model, objective, cfg, space, [probe, analytic], prompts)
+        P, C = len(names), len(space.concepts)
+        new = {
+            "steps": np.array([step]),
+            "probs": probs.reshape(1, P, n, C, -1),
+            "preds": probs.reshape(1, P, n, C, -1).argmax(-1).astype(np.int8),
+            "analytic_probs": a_probs.reshape(1, P, n, C, -1),
+            "samples": (images.reshape(P, n, *images.shape[1:])[None, :, :N_SHOW] * 255).round().astype(np.uint8),
+        }
+        if arrays:
+            order = np.argsort(np.concatenate([arrays["steps"], new["steps"]]), kind="stable")
+            arrays = {k: np.concatenate([arrays[k], new[k]])[order] for k in new}
+        else:
+            arrays = new
+        arrays["classes"] = np.array(names)
+        arrays["held_out"] = np.array([nm in space.held_out for nm in names])
+        _save_npz(path, arrays)
+    if not arrays:
+        raise RunDirError(f"{run_dir}: no readable checkpoint to evaluate")
+    return path
+
+
+def probe_agreement(arrays: dict[str, np.ndarray]) -> dict[str, float]:
+    """Fraction of generated samples on which the learned and analytic probes pick the same value, per concept."""
+    a = arrays["probs"].argmax(-1)
+    b = arrays["analytic_probs"].argmax(-1)
+    return {str(j): float((a[..., j] == b[..., j]).mean()) for j in range(a.shape[-1])}

@@ -1,0 +1,267 @@
+"""Concept probes f: X -> per-concept probabilities over each concept's values (paper-notes 4.1).
+
+Two probes share one interface, `probe.predict_proba(images) -> list of [N, n_values] arrays` (one per concept):
+
+- `AnalyticProbe` inverts G directly: background from the border pixels, a soft foreground mask, the foreground's
+  mean color, soft area (-> radius), bounding-box fill (-> shape) and centroid (-> position). Each concept's
+  features are compared with the features of rendered reference images of each value (a Gaussian class model
+  calibrated on G once, deterministic, no training).
+- `LearnedProbe` is a small CNN with one softmax head per concept, trained on rendered images of *all* classes
+  (held-out ones included: the probe is an evaluator) pooled over a range of separations, cached on disk under a
+  hash of everything it depends on, and refused unless it reaches the required accuracy on fresh test images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checkpoints import load_tensors, save_tensors
+from .concepts import ConceptSpace, ConceptValues, sample_values
+from .config import DataConfig, ExperimentConfig, ProbeConfig
+from .errors import ConceptspaceError
+from .render import render_space
+
+PROBE_FORMAT = 1  # bump when the probe's code changes what a cached probe means
+
+
+class ProbeError(ConceptspaceError):
+    """A probe that cannot be used: too inaccurate, or trained for another concept space."""
+
+
+# ------------------------------------------------------------------------------------------ analytic probe
+
+
+def image_features(images: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-image features of G's inverse: bg_color, color [N, 3], radius, fill, x, y [N, 1]."""
+    x = np.asarray(images, dtype=np.float32).clip(0, 1)  # [N, 3, H, W]
+    n, _, h, w = x.shape
+    border = np.concatenate([x[:, :, 0], x[:, :, -1], x[:, :, :, 0], x[:, :, :, -1]], axis=2)  # [N, 3, 4W]
+    bg = np.median(border, axis=2)  # [N, 3]
+    dist = np.linalg.norm(x - bg[:, :, None, None], axis=1)  # [N, H, W]
+    peak = dist.reshape(n, -1).max(axis=1)  # [N]
+    weight = np.clip(dist / np.maximum(peak, 1e-6)[:, None, None], 0, 1)  # soft foreground in [0, 1]
+    weight[peak < 0.02] = 0.0  # a blank image has no object
+    area = weight.reshape(n, -1).sum(axis=1)  # in pixels
+    core = weight**4  # the object's colour is read from its core, away from the blurred edge
+    color = (core[:, None] * x).reshape(n, 3, -1).sum(2) / np.maximum(core.reshape(n, -1).sum(1), 1e-6)[:, None]
+    color[peak < 0.02] = bg[peak < 0.02]
+    pitch = 2.0 / (w - 1)  # canvas units per pixel
+    radius = np.sqrt(area / np.pi) * pitch
+    lin = np.linspace(-1, 1, w, dtype=np.float32)
+    tot = np.maximum(area, 1e-6)
+    cx = (weight.sum(2) * lin).sum(1) / tot  # axis 0 = x (as G draws it)
+    cy = (weight.sum(1) * lin).sum(1) / tot
+    hard = weight > 0.5
+    rows, cols = hard.any(2), hard.any(1)
+    bbox = np.maximum(rows.sum(1) * cols.sum(1), 1)
+    fill = hard.reshape(n, -1).sum(1) / bbox
+    return {"bg_color": bg, "color": color, "size": radius[:, None], "shape": fill[:, None],
+            "x": cx[:, None], "y": cy[:, None]}
+
+
+@dataclass
+class AnalyticProbe:
+    """Gaussian class model on G-inverse features, calibrated on rendered reference images."""
+
+    space: ConceptSpace
+    means_: list[np.ndarray]  # per concept [n_values, d]
+    scales_: list[np.ndarray]  # per concept [d]
+
+    @classmethod
+    def calibrate(cls, space: ConceptSpace, n_per_value: int = 256, seed: int = 0) -> "AnalyticProbe":
+        """Reference features of each concept value from train-mode renders of every class."""
+        rng = np.random.default_rng(seed)
+        names = [n for n in space.class_names for _ in range(n_per_value)]
+        ids = space.class_ids(names)
+        feats = image_features(render_space(sample_values(space, ids, "train", rng), space, rng))
+        means, scales = [], []
+        for j, c in enumerate(space.concepts):
+            f = feats[c.kind]
+            mu = np.stack([f[ids[:, j] == v].mean(0) for v in range(c.n_values)])
+            resid = np.concatenate([f[ids[:, j] == v] - mu[v] for v in range(c.n_values)])
+            # Floor the spread at a tenth of the gap so probabilities stay finite but sharp.
+            gap = min(np.abs(mu[a] - mu[b]).max() for a in range(len(mu)) for b in range(a + 1, len(mu)))
+            scales.append(np.maximum(resid.std(0), 0.1 * gap))
+            means.append(mu)
+        return cls(space, means, scales)
+
+    def predict_proba(self, images: np.ndarray) -> list[np.ndarray]:
+        feats = image_features(images)
+        out = []
+        for c, mu, sd in zip(self.space.concepts, self.means_, self.scales_):
+            z = (feats[c.kind][:, None, :] - mu[None]) / sd  # [N, V, d]
+            logit = -0.5 * (z**2).sum(-1)
+            logit -= logit.max(1, keepdims=True)
+            p = np.exp(logit)
+            out.append(p / p.sum(1, keepdims=True))
+        return out
+
+
+# ------------------------------------------------------------------------------------------ learned probe
+
+
+class ProbeNet(nn.Module):
+    """Small CNN trunk -> global max-pool -> one linear softmax head per concept."""
+
+    def __init__(self, n_values: list[int], width: int = 32) -> None:
+        super().__init__()
+        w = width
+        self.trunk = nn.Sequential(
+            nn.Conv2d(3, w, 3, padding=1), nn.GELU(),
+            nn.Conv2d(w, w, 3, padding=1), nn.GELU(),
+            nn.Conv2d(w, 2 * w, 3, padding=1, stride=2), nn.GELU(),
+            nn.Conv2d(2 * w, 2 * w, 3, padding=1), nn.GELU(),
+        )
+        # Max-pool (as the paper's probe) keeps the object's evidence wherever it sits; the mean keeps the bg.
+        self.head = nn.Sequential(nn.Linear(4 * w, 2 * w), nn.GELU(), nn.Linear(2 * w, sum(n_values)))
+        self.n_values = list(n_values)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        h = self.trunk(x * 2 - 1)  # [B, 2w, H/2, W/2]
+        pooled = torch.cat([h.amax((2, 3)), h.mean((2, 3))], dim=1)  # [B, 4w]
+        return list(self.head(pooled).split(self.n_values, dim=1))
+
+
+def probe_spaces(data: DataConfig, probe: ProbeConfig) -> list[ConceptSpace]:
+    """The spaces a probe is trained on: the run's own and every pooled separation."""
+    spaces = [ConceptSpace.from_config(data)]
+    for kind, seps in probe.pool_seps.items():
+        if kind not in data.concepts:
+            continue
+        for sep in seps:
+            concepts = {k: v.model_copy(update={"sep": sep, "values": None}) if k == kind else v
+                        for k, v in data.concepts.items()}
+            try:
+                spaces.append(ConceptSpace.from_config(data.model_copy(update={"concepts": concepts, "mask": []})))
+            except ValueError:
+                continue  # a pooled separation that is impossible for this space is skipped
+    return spaces
+
+
+def probe_key(data: DataConfig, probe: ProbeConfig) -> str:
+    """Hash of everything the probe depends on (not the run's seed, model or training)."""
+    relevant = {
+        "format": PROBE_FORMAT,
+        "data": data.model_dump(mode="json", include={"image_size", "blur", "noise", "concepts", "size_floor"}),
+        "probe": probe.model_dump(mode="json", exclude={"cache_dir", "kind"}),
+    }
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _render_pool(spaces: list[ConceptSpace], n_per_class: int, mode: str, rng) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = [], []
+    for space in spaces:
+        names = [n for n in space.class_names for _ in range(n_per_class)]
+        ids = space.class_ids(names)
+        xs.append(render_space(sample_values(space, ids, mode, rng), space, rng))
+        ys.append(ids)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+@dataclass
+class LearnedProbe:
+    """A trained ProbeNet with its test accuracy per concept."""
+
+    space: ConceptSpace
+    net: ProbeNet
+    accuracy_: dict[str, float]
+    key: str
+
+    @torch.no_grad()
+    def predict_proba(self, images: np.ndarray | torch.Tensor, batch_size: int = 1024) -> list[np.ndarray]:
+        x = torch.as_tensor(np.asarray(images, dtype=np.float32)).clamp(0, 1)
+        self.net.eval()
+        parts = [self.net(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+        return [torch.cat([p[j] for p in parts]).softmax(1).numpy() for j in range(len(self.space.concepts))]
+
+
+def _test_accuracy(net: ProbeNet, spaces: list[ConceptSpace], cfg: ProbeConfig, seed: int) -> dict[str, float]:
+    x, y = _render_pool(spaces, cfg.n_test_per_class, "test", np.random.default_rng([seed, 1]))
+    probe = LearnedProbe(spaces[0], net, {}, "")
+    probs = probe.predict_proba(x)
+    return {c.kind: float((p.argmax(1) == y[:, j]).mean()) for j, (c, p) in enumerate(zip(spaces[0].concepts, probs))}
+
+
+def train_probe(data: DataConfig, cfg: ProbeConfig, seed: int = 0, progress: bool | None = None) -> LearnedProbe:
+    """Train a probe on all classes pooled over separations; report its accuracy on fresh test-mode images."""
+    from tqdm import tqdm
+
+    spaces = probe_spaces(data, cfg)
+    rng = np.random.default_rng([seed, 0])
+    x, y = _render_pool(spaces, cfg.n_train_per_class, "train", rng)
+    x_t, y_t = torch.from_numpy(x), torch.from_numpy(y)
+    torch.manual_seed(seed)
+    net = ProbeNet([c.n_values for c in spaces[0].concepts], cfg.width)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    gen = torch.Generator().manual_seed(seed)
+    show = sys.stderr.isatty() if progress is None else progress
+    for _ in tqdm(range(cfg.steps), disable=not show, desc="probe"):
+        idx = torch.randint(len(x_t), (cfg.batch_size,), generator=gen)
+        logits = net(x_t[idx])
+        loss = sum(nn.functional.cross_entropy(lg, y_t[idx, j]) for j, lg in enumerate(logits))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    acc = _test_accuracy(net, spaces, cfg, seed)
+    return LearnedProbe(spaces[0], net, acc, probe_key(data, cfg))
+
+
+def cache_dir(cfg: ProbeConfig) -> Path:
+    """Where probes are cached: probe.cache_dir, $CONCEPTSPACE_CACHE/probes, or ~/.cache/conceptspace/probes."""
+    if cfg.cache_dir:
+        return Path(cfg.cache_dir)
+    root = os.environ.get("CONCEPTSPACE_CACHE") or Path.home() / ".cache" / "conceptspace"
+    return Path(root) / "probes"
+
+
+def get_learned_probe(data: DataConfig, cfg: ProbeConfig, progress: bool | None = None) -> LearnedProbe:
+    """The cached probe for this space, trained (and cached) on first use; refused below `cfg.min_accuracy`."""
+    key = probe_key(data, cfg)
+    path = cache_dir(cfg) / f"probe-{key}.safetensors"
+    space = ConceptSpace.from_config(data)
+    n_values = [c.n_values for c in space.concepts]
+    if path.is_file():
+        tensors, meta = load_tensors(path)
+        if meta.get("kinds") != list(space.kinds) or meta.get("n_values") != n_values:
+            raise ProbeError(f"{path}: probe was trained for concepts {meta.get('kinds')}, not {list(space.kinds)}")
+        net = ProbeNet(n_values, cfg.width)
+        net.load_state_dict(tensors)
+        probe = LearnedProbe(space, net, meta["accuracy"], key)
+    else:
+        probe = train_probe(data, cfg, progress=progress)
+        meta = {"key": key, "kinds": list(space.kinds), "n_values": n_values, "accuracy": probe.accuracy_}
+        save_tensors(path, probe.net.state_dict(), meta)
+    worst = min(probe.accuracy_, key=probe.accuracy_.get)
+    if probe.accuracy_[worst] < cfg.min_accuracy:
+        raise ProbeError(
+            f"learned probe {path.name} reaches only {probe.accuracy_[worst]:.1%} on concept {worst!r} "
+            f"(needs {cfg.min_accuracy:.0%}); raise probe.steps or use probe.kind=analytic"
+        )
+    return probe
+
+
+def get_probe(cfg: ExperimentConfig, progress: bool | None = None):
+    """The probe named by cfg.probe.kind for this run's space."""
+    if cfg.probe.kind == "analytic":
+        return AnalyticProbe.calibrate(ConceptSpace.from_config(cfg.data))
+    return get_learned_probe(cfg.data, cfg.probe, progress)
+
+
+def check_probe_space(probe, space: ConceptSpace) -> None:
+    """Refuse a probe built for another concept space."""
+    if probe.space.kinds != space.kinds or probe.space.shape != space.shape:
+        raise ProbeError(f"probe reads concepts {probe.space.kinds} {probe.space.shape}, "
+                         f"the run has {space.kinds} {space.shape}")
+
+
+__all__ = ["AnalyticProbe", "LearnedProbe", "ProbeNet", "ProbeError", "ConceptValues", "get_probe",
+           "get_learned_probe", "train_probe", "image_features", "check_probe_space"]

@@ -1,0 +1,136 @@
+"""Trajectory analysis: pure functions from evaluation arrays to the numbers of the paper (paper-notes 4.2-4.4).
+
+Coordinates: for each concept, the probe's expected value index divided by (n_values - 1), averaged over samples;
+for binary concepts that is P(value 1), the paper's axes ("Color" = P(blue), "Size" = P(small)). A class's corner
+is its digits divided by (n_values - 1): 00 -> (0, 0), 11 -> (1, 1).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.ndimage import gaussian_filter1d
+
+
+def coordinates(probs: np.ndarray, n_values: list[int]) -> np.ndarray:
+    """[..., C, Vmax] per-sample probabilities -> [..., C] concept-space coordinates in [0, 1]."""
+    out = np.empty(probs.shape[:-1], dtype=np.float64)
+    for j, n in enumerate(n_values):
+        idx = np.arange(probs.shape[-1]) / max(n - 1, 1)
+        out[..., j] = (probs[..., j, :] * idx).sum(-1)
+    return out
+
+
+def corners(class_names: list[str], n_values: list[int]) -> np.ndarray:
+    """[P, C] concept-space corner of each class."""
+    return np.array([[int(ch) / (n - 1) for ch, n in zip(name, n_values)] for name in class_names], dtype=np.float64)
+
+
+def smooth(x: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian smoothing along the checkpoint axis (axis 0); sigma in checkpoints, 0 = none."""
+    if sigma <= 0 or len(x) < 2:
+        return np.asarray(x, dtype=np.float64)
+    return gaussian_filter1d(np.asarray(x, dtype=np.float64), sigma, axis=0, mode="nearest")
+
+
+def hard_accuracy(preds: np.ndarray, class_names: list[str]) -> np.ndarray:
+    """[K, P, S, C] argmax predictions -> [K, P, C] fraction of samples with the class's value."""
+    digits = np.array([[int(ch) for ch in name] for name in class_names])  # [P, C]
+    return (preds == digits[None, :, None, :]).mean(axis=2)
+
+
+def first_sustained(values: np.ndarray, steps: np.ndarray, threshold: float, run_length: int) -> int | None:
+    """First step that starts `run_length` consecutive checkpoints with value >= threshold (None if never)."""
+    above = np.asarray(values) >= threshold
+    for i in range(len(above) - run_length + 1):
+        if above[i:i + run_length].all():
+            return int(steps[i])
+    return None
+
+
+def learning_step(accuracy: np.ndarray, steps: np.ndarray, threshold: float = 0.8, sigma: float = 1.5,
+                  run_length: int = 3) -> int | None:
+    """Learning time of one concept for one class: smoothed accuracy sustained above the threshold."""
+    return first_sustained(smooth(accuracy, sigma), steps, threshold, run_length)
+
+
+def memorisation(traj: np.ndarray, own: int, train_idx: list[int], corner: np.ndarray,
+                 radius: float = 0.5) -> tuple[int | None, float | None, int | None]:
+    """The training corner a held-out trajectory approaches first.
+
+    Returns (class index, closest distance to it, checkpoint index where it first came within `radius` while
+    nearer to that corner than to every other corner), or (None, None, None) if it never did.
+    """
+    dist = np.linalg.norm(traj[:, None, :] - corner[None], axis=2)  # [K, P]
+    nearest = dist.argmin(1)
+    for k in range(len(traj)):
+        c = int(nearest[k])
+        if c != own and c in train_idx and dist[k, c] < radius:
+            # Closest approach during this visit: until the trajectory stops being nearest to that corner.
+            end = k
+            while end + 1 < len(traj) and nearest[end + 1] == c:
+                end += 1
+            return c, float(dist[k:end + 1, c].min()), k
+    return None, None, None
+
+
+def heading_change(traj: np.ndarray, window: int = 2, min_move: float = 0.02) -> np.ndarray:
+    """[K] angle in degrees between the displacement over the `window` checkpoints before and after each one.
+
+    NaN where either displacement is shorter than `min_move` (heading is undefined when the trajectory rests).
+    """
+    out = np.full(len(traj), np.nan)
+    for k in range(window, len(traj) - window):
+        a, b = traj[k] - traj[k - window], traj[k + window] - traj[k]
+        na, nb = np.linalg.norm(a), np.linalg.norm(b)
+        if na >= min_move and nb >= min_move:
+            out[k] = np.degrees(np.arccos(np.clip(a @ b / (na * nb), -1.0, 1.0)))
+    return out
+
+
+def sudden_turn(traj: np.ndarray, steps: np.ndarray, start: int = 0, window: int = 2) -> tuple[int | None, float | None]:
+    """(step, angle in degrees) of the largest heading change at or after checkpoint index `start`."""
+    change = heading_change(traj, window)
+    change[:start] = np.nan
+    if np.isnan(change).all():
+        return None, None
+    k = int(np.nanargmax(change))
+    return int(steps[k]), float(change[k])
+
+
+def saturation_step(train_traj: np.ndarray, train_corners: np.ndarray, steps: np.ndarray,
+                    msd: float = 0.01) -> int | None:
+    """First step where the training classes' mean squared distance to their corners falls below `msd`."""
+    d = ((train_traj - train_corners[None]) ** 2).sum(-1).mean(-1)  # [K]
+    hit = np.nonzero(d < msd)[0]
+    return int(steps[hit[0]]) if len(hit) else None
+
+
+def analyze(probs: np.ndarray, preds: np.ndarray, steps: np.ndarray, class_names: list[str], held_out: list[str],
+            kinds: list[str], n_values: list[int], eval_cfg) -> dict:
+    """metrics.json content from one evaluation (probs [K, P, S, C, V], preds [K, P, S, C])."""
+    e = eval_cfg
+    coords = smooth(coordinates(probs, n_values).mean(axis=2), e.smoothing)  # [K, P, C]
+    corner = corners(class_names, n_values)
+    acc = hard_accuracy(preds, class_names)  # [K, P, C]
+    train_idx = [i for i, n in enumerate(class_names) if n not in held_out]
+    out: dict = {"classes": {}, "turn": {}}
+    for p, name in enumerate(class_names):
+        out["classes"][name] = {
+            "held_out": name in held_out,
+            "learning_step": {kind: learning_step(acc[:, p, j], steps, e.threshold, e.smoothing, e.run_length)
+                              for j, kind in enumerate(kinds)},
+            "final_coords": coords[-1, p].round(4).tolist(),
+            "final_accuracy": {kind: float(acc[-1, p, j]) for j, kind in enumerate(kinds)},
+        }
+    for p, name in enumerate(class_names):
+        if name not in held_out:
+            continue
+        c, closest, k_mem = memorisation(coords[:, p], p, train_idx, corner, e.memorisation_radius)
+        step, angle = sudden_turn(coords[:, p], steps, k_mem or 0, e.turn_window)
+        out["turn"][name] = {"step": step, "angle_deg": None if angle is None else round(angle, 2),
+                             "memorised_toward": None if c is None else class_names[c],
+                             "memorisation_step": None if k_mem is None else int(steps[k_mem]),
+                             "closest_distance": None if closest is None else round(closest, 4)}
+    out["training_saturation_step"] = saturation_step(coords[:, train_idx], corner[train_idx], steps,
+                                                      e.saturation_msd)
+    return out
