@@ -88,6 +88,67 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_cfg(args: argparse.Namespace):
+    """The saved config of a run, with --set overrides (evaluation, sampler and probe settings)."""
+    from .train import load_run_config, read_run_info
+
+    read_run_info(args.run_dir)  # a clear error when the directory is not a run
+    cfg = load_run_config(args.run_dir)
+    return load_config(Path(args.run_dir) / "config.yaml", args.overrides) if args.overrides else cfg
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .analysis import analyze_run
+    from .evaluate import evaluate_run
+
+    cfg = _run_cfg(args)
+    path = evaluate_run(args.run_dir, cfg, tag=args.tag, force=args.force)
+    analyze_run(args.run_dir, cfg, tag=args.tag)
+    print(f"wrote {path} and {Path(args.run_dir) / 'metrics.json'}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .analysis import analyze_run
+    from .report import write_report
+
+    cfg = _run_cfg(args)
+    analyze_run(args.run_dir, cfg, tag=args.tag)
+    print(f"wrote {write_report(args.run_dir, cfg, tag=args.tag)}")
+    return 0
+
+
+def run_pipeline(cfg: ExperimentConfig, run_dir: Path, resume: bool = False, overwrite: bool = False) -> Path:
+    """The main job: train, evaluate, analyse, plot and report."""
+    from .analysis import analyze_run
+    from .evaluate import evaluate_run
+    from .report import reading, write_report
+    from .train import train
+
+    info = run_dir / "run.json"
+    if resume and info.is_file() and json.loads(info.read_text()).get("status") == "done":
+        print(f"{run_dir}: training already done; evaluating", file=sys.stderr)
+    else:
+        train(cfg, run_dir, resume=resume, overwrite=overwrite)
+    evaluate_run(run_dir, cfg, force=overwrite)
+    metrics = analyze_run(run_dir, cfg)
+    report = write_report(run_dir, cfg)
+    for line in reading(metrics):
+        print(line)
+    return report
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    run_dir = Path(args.run_dir)
+    if args.resume and args.config is None:
+        cfg = load_config(run_dir / "config.yaml", args.overrides)
+    else:
+        cfg = load_config(args.config, args.overrides)
+    report = run_pipeline(cfg, run_dir, resume=args.resume, overwrite=args.overwrite)
+    print(f"report: {report}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="conceptspace", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -105,6 +166,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --run-dir")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("run", help="the main job: train, evaluate, analyse and write report.html")
+    _add_common(p)
+    p.add_argument("--run-dir", required=True, help="run directory")
+    p.add_argument("--resume", action="store_true", help="continue a killed run (training or evaluation)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run in --run-dir")
+    p.set_defaults(func=cmd_run)
+
+    for name, func, text in [("evaluate", cmd_evaluate, "read every checkpoint's generations into concept space"),
+                             ("report", cmd_report, "recompute metrics.json and write report.html")]:
+        p = sub.add_parser(name, help=text)
+        p.add_argument("run_dir", help="a run directory made by `conceptspace train` or `run`")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override eval / sampler / probe settings, e.g. --set sampler.n_steps=100")
+        p.add_argument("--tag", default="default", help="name of this evaluation (eval/<tag>/)")
+        if name == "evaluate":
+            p.add_argument("--force", action="store_true", help="replace an evaluation made with other settings")
+        p.set_defaults(func=func)
 
     p = sub.add_parser("signal", help="print the concept signal of each concept")
     _add_common(p)

@@ -142,10 +142,3 @@ def evaluate_run(run_dir: str | Path, cfg: ExperimentConfig | None = None, tag: 
     if not arrays:
         raise RunDirError(f"{run_dir}: no readable checkpoint to evaluate")
     return path
-
-
-def probe_agreement(arrays: dict[str, np.ndarray]) -> dict[str, float]:
-    """Fraction of generated samples on which the learned and analytic probes pick the same value, per concept."""
-    a = arrays["probs"].argmax(-1)
-    b = arrays["analytic_probs"].argmax(-1)
-    return {str(j): float((a[..., j] == b[..., j]).mean()) for j in range(a.shape[-1])}

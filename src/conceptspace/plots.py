@@ -35,3 +35,171 @@ def plot_class_grid(space: ConceptSpace, images: dict[str, np.ndarray], title: s
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def _colored_line(ax, pts: np.ndarray, steps: np.ndarray, cmap: str, lw: float, ls: str = "-", alpha: float = 1.0):
+    from matplotlib.collections import LineCollection
+
+    segs = np.stack([pts[:-1], pts[1:]], axis=1)
+    lc = LineCollection(segs, cmap=cmap, linewidths=lw, linestyles=ls, alpha=alpha)
+    lc.set_array(np.asarray(steps[1:], dtype=float))
+    lc.set_clim(steps[0], steps[-1])
+    ax.add_collection(lc)
+    return lc
+
+
+def plot_trajectories(coords: np.ndarray, steps: np.ndarray, class_names: list[str], held_out: list[str],
+                      kinds: list[str], turns: dict | None = None, onsets: dict | None = None,
+                      title: str = "") -> Figure:
+    """Concept-space trajectories (paper style): axes are per-concept coordinates, each class moves from the
+    centre to its corner, held-out classes colored by step, training classes in gray; the turn is a star."""
+    turns, onsets = turns or {}, onsets or {}
+    three_d = coords.shape[-1] >= 3
+    fig = plt.figure(figsize=(5.6, 5.0))
+    ax = fig.add_subplot(projection="3d") if three_d else fig.add_subplot()
+    dims = 3 if three_d else 2
+    if coords.shape[-1] == 1:
+        coords = np.concatenate([coords, np.broadcast_to(np.linspace(0, 1, len(steps))[:, None, None],
+                                                         coords.shape)], axis=-1)
+        kinds = [kinds[0], "(checkpoint)"]
+    lc = None
+    for p, name in enumerate(class_names):
+        pts = coords[:, p, :dims]
+        corner = [int(ch) for ch in name[:dims]]
+        held = name in held_out
+        if three_d:
+            ax.plot(*pts.T, color="C3" if held else "0.6", lw=2.2 if held else 1.0, ls="-" if held else "--")
+            ax.scatter(*pts[-1], color="C3" if held else "0.5", s=18)
+            ax.text(*corner, name, fontsize=8, color="C3" if held else "0.3")
+        else:
+            line = _colored_line(ax, pts, steps, "viridis" if held else "Greys", 2.4 if held else 1.2,
+                                 "-" if held else "--", 1.0 if held else 0.7)
+            lc = line if held else lc
+            ax.scatter(*pts[-1], color="C3" if held else "0.5", s=14, zorder=3)
+            ax.scatter(*corner, marker="s", s=60, facecolor="none", edgecolor="C3" if held else "0.4")
+            ax.annotate(name + (" (held out)" if held else ""), corner, textcoords="offset points",
+                        xytext=(6, 6 if corner[1] == 0 else -12), fontsize=8, color="C3" if held else "0.3")
+        turn = turns.get(name, {})
+        if turn.get("step") is not None:
+            k = int(np.searchsorted(steps, turn["step"]))
+            ax.scatter(*pts[k], marker="*", s=220, color="gold", edgecolor="k", zorder=5,
+                       label=f"turn {name} @ {turn['step']}")
+        for j, (method, step) in enumerate((onsets.get(name) or {}).items()):
+            if step is None:
+                continue
+            k = int(np.searchsorted(steps, step))
+            ax.scatter(*pts[min(k, len(pts) - 1)], marker="ovD^P"[j % 5], s=60, facecolor="none",
+                       edgecolor=f"C{j}", lw=1.8, zorder=6, label=f"{method} onset @ {step}")
+    ax.set_xlabel(f"{kinds[0]}: P(value 1)")
+    ax.set_ylabel(f"{kinds[1]}: P(value 1)")
+    if three_d:
+        ax.set_zlabel(f"{kinds[2]}: P(value 1)")
+    else:
+        ax.set_xlim(-0.05, 1.05)
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_aspect("equal")
+        if lc is not None:
+            fig.colorbar(lc, ax=ax, label="training step", shrink=0.8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="center")
+    ax.set_title(title or "trajectories in concept space", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_accuracy(acc: np.ndarray, steps: np.ndarray, class_names: list[str], held_out: list[str],
+                  kinds: list[str], threshold: float = 0.8) -> Figure:
+    """Per-concept accuracy over training for every class (held-out classes thick)."""
+    fig, axes = plt.subplots(1, len(kinds), figsize=(4.2 * len(kinds), 3.2), squeeze=False)
+    for j, kind in enumerate(kinds):
+        ax = axes[0, j]
+        for p, name in enumerate(class_names):
+            held = name in held_out
+            ax.plot(steps, acc[:, p, j], lw=2.4 if held else 1.0, ls="-" if held else "--",
+                    label=name + (" (held out)" if held else ""), color="C3" if held else None)
+        ax.axhline(threshold, color="k", lw=0.6, ls=":")
+        ax.set_xscale("log")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("training step")
+        ax.set_title(f"{kind} accuracy", fontsize=10)
+    axes[0, 0].set_ylabel("fraction of samples correct")
+    axes[0, -1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_losses(rows: list[dict]) -> Figure:
+    """Training loss (every logged step), validation and held-out (OOD) loss at checkpoints."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    steps = [r["step"] for r in rows]
+    ax.plot(steps, [r["loss"] for r in rows], lw=0.8, alpha=0.7, label="train (batch)")
+    ck = [r for r in rows if r.get("val_loss") is not None]
+    ax.plot([r["step"] for r in ck], [r["val_loss"] for r in ck], "o-", ms=3, label="validation")
+    ood = [r for r in ck if r.get("ood_loss") is not None]
+    if ood:
+        ax.plot([r["step"] for r in ood], [r["ood_loss"] for r in ood], "s-", ms=3, color="C3",
+                label="held-out classes (OOD)")
+    ax.set_xscale("log")
+    ax.set_yscale("log" if min(r["loss"] for r in rows) > 0 else "linear")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("loss")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_sample_grid(samples: np.ndarray, steps: np.ndarray, class_names: list[str], held_out: list[str],
+                     max_cols: int = 10, per_cell: int = 2) -> Figure:
+    """Generations across checkpoints: one row per class, one column per (selected) checkpoint."""
+    cols = np.unique(np.linspace(0, len(steps) - 1, min(max_cols, len(steps))).round().astype(int))
+    fig, axes = plt.subplots(len(class_names), len(cols), squeeze=False,
+                             figsize=(1.0 * per_cell * len(cols) + 1, 1.05 * len(class_names) + 0.6))
+    for r, name in enumerate(class_names):
+        for c, k in enumerate(cols):
+            cell = samples[k, r, :per_cell]  # [n, 3, H, W] uint8
+            ax = axes[r, c]
+            ax.imshow(np.concatenate(list(cell.transpose(0, 2, 3, 1)), axis=1), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(f"{int(steps[k])}", fontsize=7)
+            if name in held_out:
+                for spine in ax.spines.values():
+                    spine.set_color("red")
+                    spine.set_linewidth(2)
+        axes[r, 0].set_ylabel(name + ("\nheld out" if name in held_out else ""), fontsize=8, rotation=0,
+                              ha="right", va="center", color="red" if name in held_out else "black")
+    fig.suptitle("generations across checkpoints (column = training step)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def trajectory_gif_frames(coords: np.ndarray, steps: np.ndarray, samples: np.ndarray, class_names: list[str],
+                          held_out: list[str], kinds: list[str]) -> list:
+    """PIL frames: the held-out trajectories drawn up to each checkpoint, with their samples beside."""
+    from PIL import Image
+
+    held_idx = [i for i, n in enumerate(class_names) if n in held_out] or [0]
+    frames = []
+    for k in range(len(steps)):
+        fig, (ax, ax_img) = plt.subplots(1, 2, figsize=(6.4, 3.2), gridspec_kw={"width_ratios": [1, 1]})
+        for p, name in enumerate(class_names):
+            pts = coords[:k + 1, p, :2]
+            held = name in held_out
+            ax.plot(*pts.T, color="C3" if held else "0.6", lw=2 if held else 1, ls="-" if held else "--")
+            ax.scatter(*pts[-1], color="C3" if held else "0.5", s=16)
+            ax.scatter(*[int(ch) for ch in name[:2]], marker="s", s=50, facecolor="none", edgecolor="0.4")
+        ax.set_xlim(-0.05, 1.05)
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_xlabel(kinds[0])
+        ax.set_ylabel(kinds[1] if len(kinds) > 1 else "")
+        ax.set_title(f"step {int(steps[k])}", fontsize=9)
+        imgs = samples[k, held_idx[0], :4].transpose(0, 2, 3, 1)
+        ax_img.imshow(np.concatenate(list(imgs), axis=1), interpolation="nearest")
+        ax_img.set_axis_off()
+        ax_img.set_title(f"class {class_names[held_idx[0]]} samples", fontsize=9)
+        fig.tight_layout()
+        fig.canvas.draw()
+        frames.append(Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3]))
+        plt.close(fig)
+    return frames

@@ -1,0 +1,151 @@
+"""The run report: figures saved under `figures/` and one self-contained `report.html` (images inlined)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from . import plots
+from .analysis import read_metrics_log, trajectory_arrays
+from .config import ExperimentConfig, config_to_yaml
+from .evaluate import load_eval
+
+
+def reading(metrics: dict) -> list[str]:
+    """A short plain-language reading of metrics.json."""
+    lines = []
+    kinds = metrics.get("concepts", [])
+    for name, c in metrics["classes"].items():
+        if c["held_out"]:
+            continue
+        parts = [f"{k} at step {s}" if s is not None else f"{k} never" for k, s in c["learning_step"].items()]
+        lines.append(f"Training class {name}: learned " + ", ".join(parts) + ".")
+    sat = metrics.get("training_saturation_step")
+    lines.append(f"The training classes saturated (all near their corners) at step {sat}." if sat is not None
+                 else "The training classes did not all reach their corners within the run.")
+    for name, c in metrics["classes"].items():
+        if not c["held_out"]:
+            continue
+        learned = [f"{k} at step {s}" for k, s in c["learning_step"].items() if s is not None]
+        never = [k for k, s in c["learning_step"].items() if s is None]
+        text = f"Held-out class {name}: "
+        text += ("learned " + ", ".join(learned)) if learned else "no concept reached the threshold"
+        text += (f"; never reached it on {', '.join(never)}" if never and learned else "") + "."
+        turn = metrics.get("turn", {}).get(name, {})
+        if turn.get("memorised_toward"):
+            text += (f" It first moved toward the training corner {turn['memorised_toward']} (closest distance "
+                     f"{turn['closest_distance']:.2f} at step {turn['memorisation_step']})")
+            text += (f" and turned most sharply at step {turn['step']} ({turn['angle_deg']:.0f} degrees)."
+                     if turn.get("step") is not None else ".")
+        elif turn.get("step") is not None:
+            text += (f" It did not pass near any training corner; its sharpest turn was at step {turn['step']} "
+                     f"({turn['angle_deg']:.0f} degrees).")
+        final = c.get("final_accuracy", {})
+        if final:
+            text += " Final accuracy: " + ", ".join(f"{k} {v:.2f}" for k, v in final.items()) + "."
+        lines.append(text)
+    elic = metrics.get("elicitation", {})
+    for name, e in elic.items():
+        on = ", ".join(f"{m} {s if s is not None else 'never'}" for m, s in e.get("onset_step", {}).items())
+        gap = e.get("gap_steps")
+        lines.append(f"Elicitation of {name}: onset steps {on}; hidden-capability gap "
+                     + (f"{gap} steps." if gap is not None else "undefined (an onset is missing)."))
+    agree = metrics.get("probe_agreement")
+    if agree:
+        lines.append("Learned and analytic probes agree on " + ", ".join(f"{k} {v:.1%}" for k, v in agree.items())
+                     + " of generated samples.")
+    if kinds and metrics.get("normalized_signal"):
+        sig = metrics["normalized_signal"]
+        lines.append("Normalised concept signal: " + ", ".join(f"{k} {sig[k]:.2f}" for k in kinds) + ".")
+    return lines
+
+
+def _img(fig_or_bytes, mime: str = "image/png") -> str:
+    if isinstance(fig_or_bytes, bytes):
+        data = fig_or_bytes
+    else:
+        buf = io.BytesIO()
+        fig_or_bytes.savefig(buf, format="png", dpi=100)
+        data = buf.getvalue()
+    return f'<img src="data:{mime};base64,{base64.b64encode(data).decode()}">'
+
+
+def make_figures(run_dir: Path, cfg: ExperimentConfig, metrics: dict, tag: str = "default") -> dict[str, bytes]:
+    """Render every figure of a run to PNG/GIF bytes and save them under `figures/`."""
+    arrays = load_eval(run_dir / "eval" / tag / "concept_probs.npz")
+    coords, acc = trajectory_arrays(cfg, arrays)
+    steps, names = arrays["steps"], [str(n) for n in arrays["classes"]]
+    held = [n for n, h in zip(names, arrays["held_out"]) if h]
+    kinds = metrics["concepts"]
+    onsets = {n: e.get("onset_step") for n, e in metrics.get("elicitation", {}).items()}
+    figs = {
+        "trajectories": plots.plot_trajectories(coords, steps, names, held, kinds, metrics.get("turn"), onsets),
+        "accuracy": plots.plot_accuracy(acc, steps, names, held, kinds, cfg.eval.threshold),
+        "samples": plots.plot_sample_grid(arrays["samples"], steps, names, held),
+    }
+    rows = read_metrics_log(run_dir)
+    if rows:
+        figs["losses"] = plots.plot_losses(rows)
+    out = {}
+    folder = run_dir / "figures"
+    folder.mkdir(exist_ok=True)
+    for name, fig in figs.items():
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100)
+        plt.close(fig)
+        out[name + ".png"] = buf.getvalue()
+    frames = plots.trajectory_gif_frames(coords, steps, arrays["samples"], names, held, kinds)
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=250, loop=0)
+    out["trajectory.gif"] = buf.getvalue()
+    for name, data in out.items():
+        (folder / name).write_bytes(data)
+    return out
+
+
+STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+img{max-width:100%;border:1px solid #ddd;margin:.3em 0}table{border-collapse:collapse}
+td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}pre{background:#f6f6f6;padding:1em;overflow:auto}
+.figs{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}"""
+
+
+def write_report(run_dir: str | Path, cfg: ExperimentConfig, tag: str = "default",
+                 extra_figures: dict[str, bytes] | None = None) -> Path:
+    """Write `report.html` (self-contained: every image inlined, no network) from metrics.json and the arrays."""
+    run_dir = Path(run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    figs = make_figures(run_dir, cfg, metrics, tag)
+    figs.update(extra_figures or {})
+    esc = html.escape
+    rows = []
+    for name, c in metrics["classes"].items():
+        cells = "".join(f"<td>{s if s is not None else 'never'}</td>" for s in c["learning_step"].values())
+        fin = " ".join(f"{v:.2f}" for v in c.get("final_accuracy", {}).values())
+        rows.append(f"<tr><th>{esc(name)}{' (held out)' if c['held_out'] else ''}</th>{cells}<td>{fin}</td></tr>")
+    heads = "".join(f"<th>{esc(k)} learned at</th>" for k in metrics["concepts"])
+    body = [
+        f"<h1>conceptspace run: {esc(run_dir.name)}</h1>",
+        "<h2>Reading</h2><ul>" + "".join(f"<li>{esc(s)}</li>" for s in reading(metrics)) + "</ul>",
+        f"<h2>Learning steps</h2><table><tr><th>class</th>{heads}<th>final accuracy</th></tr>{''.join(rows)}</table>",
+        f"<p>Learning step: first checkpoint starting {cfg.eval.run_length} consecutive checkpoints with smoothed "
+        f"(sigma {cfg.eval.smoothing}) accuracy at or above {cfg.eval.threshold}. {cfg.eval.n_samples} samples per "
+        f"class and checkpoint, sampler {esc(cfg.sampler.method)} with {cfg.sampler.n_steps} steps, probe "
+        f"{esc(cfg.probe.kind)}.</p>",
+        "<h2>Concept space</h2><div class='figs'>" + _img(figs["trajectories.png"])
+        + _img(figs["trajectory.gif"], "image/gif") + "</div>",
+    ]
+    for name, data in figs.items():
+        if name not in ("trajectories.png", "trajectory.gif"):
+            body.append(f"<h2>{esc(name.rsplit('.', 1)[0].replace('_', ' '))}</h2>" + _img(data))
+    body.append("<h2>metrics.json</h2><pre>" + esc(json.dumps(metrics, indent=1)) + "</pre>")
+    body.append("<h2>Config</h2><pre>" + esc(config_to_yaml(cfg)) + "</pre>")
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(run_dir.name)}</title>"
+            f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>")
+    path = run_dir / "report.html"
+    path.write_text(page)
+    return path
