@@ -1,0 +1,76 @@
+"""End to end on the micro config: train -> evaluate -> analyse -> figures -> report."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conceptspace.cli import main
+from conceptspace.evaluate import load_eval
+
+ROOT = Path(__file__).resolve().parents[1]
+MICRO = str(ROOT / "configs" / "micro.yaml")
+
+
+@pytest.fixture(scope="module")
+def micro_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "micro"
+    assert main(["run", MICRO, "--run-dir", str(run), "--set", "probe.kind=analytic"]) == 0
+    return run
+
+
+def test_every_artifact_exists(micro_run):
+    for name in ["config.yaml", "run.json", "metrics.jsonl", "metrics.json", "report.html",
+                 "eval/default/concept_probs.npz", "figures/trajectories.png", "figures/accuracy.png",
+                 "figures/losses.png", "figures/samples.png", "figures/trajectory.gif"]:
+        assert (micro_run / name).is_file(), name
+
+
+def test_metrics_have_required_keys(micro_run):
+    m = json.loads((micro_run / "metrics.json").read_text())
+    assert set(m["classes"]) == {"00", "01", "10", "11"}
+    for name, c in m["classes"].items():
+        assert c["held_out"] == (name == "11")
+        assert set(c["learning_step"]) == {"color", "size"}
+        assert all(v is None or isinstance(v, int) for v in c["learning_step"].values())
+    assert set(m["turn"]) == {"11"}
+    assert {"step", "angle_deg", "memorised_toward"} <= set(m["turn"]["11"])
+    assert "training_saturation_step" in m
+
+
+def test_eval_arrays_shape(micro_run):
+    a = load_eval(micro_run / "eval" / "default" / "concept_probs.npz")
+    k = len(a["steps"])
+    assert a["probs"].shape == (k, 4, 32, 2, 2) and a["preds"].shape == (k, 4, 32, 2)
+    assert a["samples"].dtype == np.uint8 and list(a["classes"]) == ["00", "01", "10", "11"]
+
+
+def test_report_is_self_contained(micro_run):
+    page = (micro_run / "report.html").read_text()
+    assert "data:image/png;base64," in page and "data:image/gif;base64," in page
+    assert "http://" not in page and "https://" not in page
+    assert "Held-out class 11" in page
+
+
+def test_evaluate_catches_up_and_refuses_other_settings(micro_run, capsys):
+    before = load_eval(micro_run / "eval" / "default" / "concept_probs.npz")
+    assert main(["evaluate", str(micro_run), "--set", "probe.kind=analytic"]) == 0  # nothing new: same arrays
+    after = load_eval(micro_run / "eval" / "default" / "concept_probs.npz")
+    assert np.array_equal(before["probs"], after["probs"])
+    assert main(["evaluate", str(micro_run), "--set", "probe.kind=analytic", "--set", "sampler.n_steps=5"]) == 2
+    assert "other settings" in capsys.readouterr().err
+    assert main(["evaluate", str(micro_run), "--set", "probe.kind=analytic", "--set", "sampler.n_steps=5",
+                 "--tag", "fast"]) == 0
+    assert (micro_run / "eval" / "fast" / "concept_probs.npz").is_file()
+
+
+def test_evaluate_bad_directories(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path)]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "config.yaml").write_text(Path(MICRO).read_text())
+    (run / "run.json").write_text('{"status": "running"}')
+    assert main(["evaluate", str(run)]) == 2
+    assert "no checkpoints yet" in capsys.readouterr().err
