@@ -118,6 +118,36 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _elicit(run_dir: Path, cfg: ExperimentConfig, tag: str = "default", force: bool = False) -> dict:
+    from .capability import add_onsets_to_metrics, elicit_run
+
+    if len(cfg.elicit.methods) == 0:
+        return json.loads((run_dir / "metrics.json").read_text())
+    elicit_run(run_dir, cfg, tag=tag, force=force)
+    return add_onsets_to_metrics(run_dir, cfg, tag=tag)
+
+
+def cmd_elicit(args: argparse.Namespace) -> int:
+    from .analysis import analyze_run
+    from .report import write_report
+
+    overrides = list(args.overrides)
+    if args.methods:
+        overrides.append(f"elicit.methods=[{args.methods}]")
+    args.overrides = overrides
+    cfg = _run_cfg(args)
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "metrics.json").is_file():
+        analyze_run(run_dir, cfg, tag=args.tag)
+    metrics = _elicit(run_dir, cfg, tag=args.tag, force=args.force)
+    for held, e in metrics["elicitation"].items():
+        on = ", ".join(f"{m} {s if s is not None else 'never'}" for m, s in e["onset_step"].items())
+        print(f"{held}: onset steps: {on}; gap {e['gap_steps'] if e['gap_steps'] is not None else 'n/a'}"
+              + (" (naive prompting never reached the threshold)" if e["naive_never_reached"] else ""))
+    print(f"report: {write_report(run_dir, cfg, tag=args.tag)}")
+    return 0
+
+
 def run_pipeline(cfg: ExperimentConfig, run_dir: Path, resume: bool = False, overwrite: bool = False) -> Path:
     """The main job: train, evaluate, analyse, plot and report."""
     from .analysis import analyze_run
@@ -131,7 +161,8 @@ def run_pipeline(cfg: ExperimentConfig, run_dir: Path, resume: bool = False, ove
     else:
         train(cfg, run_dir, resume=resume, overwrite=overwrite)
     evaluate_run(run_dir, cfg, force=overwrite)
-    metrics = analyze_run(run_dir, cfg)
+    analyze_run(run_dir, cfg)
+    metrics = _elicit(run_dir, cfg, force=overwrite)
     report = write_report(run_dir, cfg)
     for line in reading(metrics):
         print(line)
@@ -184,6 +215,16 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "evaluate":
             p.add_argument("--force", action="store_true", help="replace an evaluation made with other settings")
         p.set_defaults(func=func)
+
+    p = sub.add_parser("elicit", help="hidden capabilities: naive prompting vs interventions at every checkpoint")
+    p.add_argument("run_dir", help="a run directory")
+    p.add_argument("--methods", default=None,
+                   help="comma-separated subset of naive,overprompt,latent,patch,cfg (default: the config's)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override elicit / sampler / probe settings, e.g. --set elicit.latent_alphas=[1,2,4]")
+    p.add_argument("--tag", default="default", help="name of this evaluation (eval/<tag>/)")
+    p.add_argument("--force", action="store_true", help="replace an elicitation made with other settings")
+    p.set_defaults(func=cmd_elicit)
 
     p = sub.add_parser("signal", help="print the concept signal of each concept")
     _add_common(p)

@@ -140,6 +140,9 @@ class SamplerConfig(StrictModel):
     n_steps: int = Field(50, ge=1)
     eta: float = Field(0.0, ge=0.0)
     guidance_scale: float = 1.0
+    # Clip the predicted clean image to the data range at every step (needed for DDPM's cosine schedule, whose
+    # first step has alpha ~ 5e-5; the paper's VDM sampler does not clip).
+    clip_x0: bool = True
 
 
 class TrainConfig(StrictModel):
@@ -191,6 +194,24 @@ class EvalConfig(StrictModel):
     saturation_msd: float = Field(0.01, gt=0.0)  # training saturated: mean squared distance to corners below
 
 
+class ElicitConfig(StrictModel):
+    """Hidden-capability elicitation of the held-out classes (paper-notes 5)."""
+
+    methods: list[Literal["naive", "overprompt", "latent", "patch", "cfg"]] = Field(
+        default_factory=lambda: ["naive", "overprompt", "latent"]
+    )
+    concepts: list[ConceptKind] | None = None  # concepts pushed / boosted; None = every non-categorical one
+    overprompt_scales: list[float] = Field(default_factory=lambda: [0.5, 1.0])  # gaps beyond the class value
+    latent_alphas: list[float] = Field(default_factory=lambda: [1.0, 3.0])  # amplification of the concept component
+    latent_beta: float = Field(0.1, ge=0.0, le=1.0)  # fraction of the competing component removed
+    latent_at: Literal["auto", "blocks", "shared"] = "auto"  # auto: per-block for sep_mlp, shared for common_*
+    patch_donors: list[int] = Field(default_factory=lambda: [-1])  # donor checkpoint steps; -1 = the last one
+    guidance_scales: list[float] = Field(default_factory=lambda: [2.0, 4.0])
+    n_samples: int = Field(16, ge=1)  # per elicitation, held-out class and checkpoint
+    threshold: float = Field(0.8, gt=0.0, le=1.0)  # onset: joint accuracy at or above this ...
+    run_length: int = Field(3, ge=1)  # ... for this many consecutive checkpoints
+
+
 class ExperimentConfig(StrictModel):
     """Everything a run depends on. Saved verbatim (resolved) in every run directory."""
 
@@ -202,6 +223,7 @@ class ExperimentConfig(StrictModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     probe: ProbeConfig = Field(default_factory=ProbeConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    elicit: ElicitConfig = Field(default_factory=ElicitConfig)
 
     @model_validator(mode="after")
     def _check_model_fits_image(self) -> "ExperimentConfig":

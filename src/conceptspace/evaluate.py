@@ -74,7 +74,7 @@ def generate_and_read(model, objective, cfg: ExperimentConfig, space: ConceptSpa
     gen = torch.Generator().manual_seed(cfg.eval.seed)
     size = cfg.data.image_size
     x = sample(model, objective, prompts, shape=(3, size, size), n_steps=s.n_steps, method=s.method, eta=s.eta,
-               guidance_scale=s.guidance_scale, generator=gen, batch_size=cfg.eval.batch_size)
+               guidance_scale=s.guidance_scale, generator=gen, batch_size=cfg.eval.batch_size, clip_x0=s.clip_x0)
     images = x.clamp(0, 1).numpy()  # [N, 3, H, W]; G's images live in [0, 1], so the probe reads clipped ones
     return images, [pad_probs(p.predict_proba(images)) for p in probes]
 

@@ -203,3 +203,31 @@ def trajectory_gif_frames(coords: np.ndarray, steps: np.ndarray, samples: np.nda
         frames.append(Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3]))
         plt.close(fig)
     return frames
+
+
+def plot_elicitation(steps: np.ndarray, joint: np.ndarray, names: list[str], methods: list[str], held: str,
+                     onsets: dict | None = None, turn_step: int | None = None, threshold: float = 0.8) -> Figure:
+    """Held-out joint accuracy over training for each way of asking: best of grid thick, grid points thin."""
+    fig, ax = plt.subplots(figsize=(6.2, 3.6))
+    for c, m in enumerate(dict.fromkeys(methods)):
+        cols = [i for i, mm in enumerate(methods) if mm == m]
+        color = "k" if m == "naive" else f"C{c}"
+        if len(cols) > 1:
+            for i in cols:
+                ax.plot(steps, joint[:, i], color=color, lw=0.6, alpha=0.35)
+        label = m if len(cols) == 1 else f"{m} (best of {len(cols)})"
+        ax.plot(steps, joint[:, cols].max(1), color=color, lw=2.2, label=label)
+        onset = (onsets or {}).get(m)
+        if onset is not None:
+            ax.axvline(onset, color=color, lw=0.8, ls="--")
+    if turn_step is not None:
+        ax.axvline(turn_step, color="gold", lw=2, alpha=0.8, label=f"sudden turn ({turn_step})")
+    ax.axhline(threshold, color="0.5", lw=0.6, ls=":")
+    ax.set_xscale("log")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(f"joint accuracy of {held}")
+    ax.set_title(f"eliciting held-out class {held} (dashed: onsets)", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -77,7 +77,10 @@ def _img(fig_or_bytes, mime: str = "image/png") -> str:
 
 def make_figures(run_dir: Path, cfg: ExperimentConfig, metrics: dict, tag: str = "default") -> dict[str, bytes]:
     """Render every figure of a run to PNG/GIF bytes and save them under `figures/`."""
-    arrays = load_eval(run_dir / "eval" / tag / "concept_probs.npz")
+    probs_path = run_dir / "eval" / tag / "concept_probs.npz"
+    if not probs_path.is_file():  # an elicitation-only tag: trajectories come from the default evaluation
+        probs_path = run_dir / "eval" / "default" / "concept_probs.npz"
+    arrays = load_eval(probs_path)
     coords, acc = trajectory_arrays(cfg, arrays)
     steps, names = arrays["steps"], [str(n) for n in arrays["classes"]]
     held = [n for n, h in zip(names, arrays["held_out"]) if h]
@@ -88,6 +91,15 @@ def make_figures(run_dir: Path, cfg: ExperimentConfig, metrics: dict, tag: str =
         "accuracy": plots.plot_accuracy(acc, steps, names, held, kinds, cfg.eval.threshold),
         "samples": plots.plot_sample_grid(arrays["samples"], steps, names, held),
     }
+    elic_path = run_dir / "eval" / tag / "elicitation.npz"
+    if elic_path.is_file():
+        e = load_eval(elic_path)
+        for h, held_name in enumerate(str(x) for x in e["held_out"]):
+            em = metrics.get("elicitation", {}).get(held_name, {})
+            figs[f"elicitation_{held_name}"] = plots.plot_elicitation(
+                e["steps"], e["joint"][:, :, h], [str(n) for n in e["names"]], [str(m) for m in e["methods"]],
+                held_name, em.get("onset_step"), metrics.get("turn", {}).get(held_name, {}).get("step"),
+                cfg.elicit.threshold)
     rows = read_metrics_log(run_dir)
     if rows:
         figs["losses"] = plots.plot_losses(rows)

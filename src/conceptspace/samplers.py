@@ -115,6 +115,18 @@ def guided_eps(
     return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
 
 
+def clip_prediction(objective: Objective, z_t: Tensor, eps_hat: Tensor, gamma_t: Tensor) -> Tensor:
+    """eps_hat made consistent with x0_hat clipped to the data range (diffusers' clip_sample).
+
+    Near t = 1 alpha_t is tiny (cosine: gamma(1) ~ 20, alpha ~ 5e-5), so x0_hat = (z - sigma eps) / alpha
+    amplifies any error in eps_hat by 1 / alpha; clipping x0_hat to the range the data live in keeps it finite.
+    """
+    _, _, alpha_t, sigma_t, _, _ = _scales(gamma_t, gamma_t)
+    lo, hi = (float(objective.to_model(torch.tensor(v))) for v in (0.0, 1.0))
+    x0_hat = ((z_t - sigma_t * eps_hat) / alpha_t).clamp(lo, hi)
+    return (z_t - alpha_t * x0_hat) / sigma_t
+
+
 def _step(method: str, z: Tensor, eps_hat: Tensor, gamma_t: Tensor, gamma_s: Tensor, eta: float,
           noise: Tensor | None) -> Tensor:
     """Dispatch one update to the named method."""
@@ -139,6 +151,8 @@ def sample(
     generator: torch.Generator | None = None,
     batch_size: int | None = None,
     progress: bool = False,
+    shared_noise: int | None = None,
+    clip_x0: bool = False,
 ) -> Tensor:
     """Generate one image per prompt, in data space (objective.from_model, not clipped).
 
@@ -159,18 +173,29 @@ def sample(
     gammas = objective.gamma(times).to(torch.float64).cpu()  # [n_steps + 1], float64 for the coefficients
     stochastic = method != "ddim" or eta > 0
 
+    if shared_noise is not None and (shared_noise < 1 or n % shared_noise):
+        raise ValueError(f"shared_noise={shared_noise} must divide the number of prompts ({n})")
+
+    def draw(shape_: tuple[int, ...]) -> Tensor:
+        # shared_noise=m: rows i, i+m, i+2m, ... get the same noise (common random numbers across prompt groups).
+        if shared_noise is None:
+            return randn_tensor(shape_, generator, device)
+        return randn_tensor((shared_noise, *shape_[1:]), generator, device).repeat(n // shared_noise, 1, 1, 1)
+
     was_training = model.training if isinstance(model, nn.Module) else None
     if isinstance(model, nn.Module):
         model.eval()  # dropout off; restored below even if sampling fails
     try:
-        z = randn_tensor((n, *shape), generator, device)  # [N, C, H, W], z at times[0]
+        z = draw((n, *shape))  # [N, C, H, W], z at times[0]
         for i in tqdm(range(n_steps), disable=not progress, desc=f"{method} sampling"):
             t_net = objective.net_time(times[i]).to(torch.float32)  # scalar, same for the whole batch
             eps_hat = torch.cat([
                 guided_eps(model, objective, z_c, t_net.expand(len(z_c)), p_c, guidance_scale)
                 for z_c, p_c in zip(z.split(batch_size), prompts.split(batch_size))
             ])  # [N, C, H, W]
-            noise = randn_tensor(tuple(z.shape), generator, device) if stochastic else None
+            if clip_x0:
+                eps_hat = clip_prediction(objective, z, eps_hat, gammas[i])
+            noise = draw(tuple(z.shape)) if stochastic else None
             z = _step(method, z, eps_hat, gammas[i], gammas[i + 1], eta, noise)
     finally:
         if was_training is not None:
