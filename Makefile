@@ -7,12 +7,13 @@ PY     := $(VENV)/bin/python
 # One stamp per torch spec: changing TORCH reinstalls, an unchanged venv is not touched again.
 STAMP  := $(VENV)/.installed-$(subst =,_,$(subst /,_,$(TORCH)))
 
-.PHONY: demo test test-slow install bench clean-venv
+.PHONY: demo test test-slow install bench clean-venv system-deps
 
+# The main job on the default config; repeating it resumes / catches up instead of overwriting runs/demo.
 demo: $(STAMP)
-	$(VENV)/bin/conceptspace data configs/2x2.yaml --out runs/demo-data --overwrite
+	$(VENV)/bin/conceptspace run configs/2x2.yaml --run-dir runs/demo --resume
 
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(PY) -m pytest
 
 test-slow: $(STAMP)
@@ -22,6 +23,13 @@ bench: $(STAMP)
 	$(PY) benchmarks/render_throughput.py
 
 install: $(STAMP)
+
+# Debian packages the tests use: headless Chromium for the report test. Installed when missing (needs root and
+# apt); if that fails the browser test is skipped and says why.
+system-deps:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) \
+	    >/dev/null 2>&1 || echo "warning: could not install chromium; the browser test will be skipped"; }
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)

@@ -8,7 +8,7 @@ from conceptspace.config import load_config
 
 @pytest.fixture
 def tiny_cfg():
-    return load_config(None, ["data.image_size=8", "data.n_per_class=16"])
+    return load_config(None, ["data.image_size=8", "data.n_per_class=16", "data.concepts.color.sep=0.4"])
 
 
 @pytest.fixture

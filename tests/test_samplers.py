@@ -256,3 +256,29 @@ def test_timesteps_match_diffusers_trailing_spacing():
         scheduler.set_timesteps(n_steps)
         ours = torch.round(sampler_timesteps(DDPMObjective(n_timesteps=1000), n_steps) * 1000)[:-1]
         assert ours.long().tolist() == scheduler.timesteps.tolist()
+
+
+def test_clip_x0_keeps_generations_in_the_data_range_and_is_inert_for_good_predictions():
+    from conceptspace.objectives import DDPMObjective
+    from conceptspace.samplers import sample
+
+    obj = DDPMObjective(schedule="cosine", n_timesteps=1000)
+
+    def bad(x, t, p):  # a poor early-training denoiser: its x0_hat explodes by 1/alpha near t = 1
+        return torch.zeros_like(x)
+
+    prompts = torch.zeros(4, 3)
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    wild = sample(bad, obj, prompts, shape=(1, 4, 4), n_steps=10, method="ddim", generator=gen())
+    tame = sample(bad, obj, prompts, shape=(1, 4, 4), n_steps=10, method="ddim", generator=gen(), clip_x0=True)
+    assert wild.abs().max() > 10
+    assert tame.min() >= -1e-5 and tame.max() <= 1 + 1e-5
+    c = 0.3  # point mass at c (data space): the optimal denoiser's x0_hat is exactly c, clipping changes nothing
+
+    def oracle(x, t, p):
+        g = obj.gamma(torch.as_tensor(t[0].item() * 1.0))
+        a, s = torch.sigmoid(-g).sqrt(), torch.sigmoid(g).sqrt()
+        return (x - a * (2 * c - 1)) / s
+
+    x = sample(oracle, obj, prompts, shape=(1, 4, 4), n_steps=10, method="ddim", generator=gen(), clip_x0=True)
+    assert torch.allclose(x, torch.full_like(x, c), atol=1e-3)

@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from .checkpoints import CheckpointError, list_checkpoints
+from .checkpoints import list_checkpoints
 from .concepts import ConceptSpace
 from .config import ExperimentConfig
 from .elicitation import (
@@ -37,7 +35,7 @@ from .elicitation import (
     overprompt_prompt,
     patch_conditioning,
 )
-from .evaluate import _save_npz, load_eval, pad_probs
+from .evaluate import load_eval, open_eval_file, over_new_checkpoints, pad_probs
 from .probe import check_probe_space, get_probe
 from .prompts import class_prompts
 from .samplers import sample
@@ -115,17 +113,10 @@ def elicit_run(run_dir: str | Path, cfg: ExperimentConfig, tag: str = "default",
     ckpts = list_checkpoints(run_dir)
     if not ckpts:
         raise RunDirError(f"{run_dir}: no checkpoints yet; train first")
-    out_dir = run_dir / "eval" / tag
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path, settings_path = out_dir / "elicitation.npz", out_dir / "elicit_settings.json"
+    path = run_dir / "eval" / tag / "elicitation.npz"
     settings = {"elicit": cfg.elicit.model_dump(mode="json"), "sampler": cfg.sampler.model_dump(mode="json"),
                 "probe": cfg.probe.model_dump(mode="json", exclude={"cache_dir"}), "seed": cfg.eval.seed}
-    arrays: dict[str, np.ndarray] = {}
-    if path.is_file() and not force:
-        if not settings_path.is_file() or json.loads(settings_path.read_text()) != settings:
-            raise ElicitationError(f"{path} was made with other settings; use --tag NAME or --force")
-        arrays = load_eval(path)
-    settings_path.write_text(json.dumps(settings, indent=2))
+    arrays = open_eval_file(path, settings, force)
     probe = get_probe(cfg, progress)
     check_probe_space(probe, space)
     donors = {}
@@ -137,26 +128,15 @@ def elicit_run(run_dir: str | Path, cfg: ExperimentConfig, tag: str = "default",
             if not match:
                 raise ElicitationError(f"patch donor step {step} is not a checkpoint (have {steps_all})")
             donors[e.donor] = load_checkpoint(match[0])[1]
-    done = set(arrays.get("steps", np.array([], dtype=np.int64)).tolist())
-    todo = [(s, p) for s, p in ckpts if s not in done]
-    show = sys.stderr.isatty() if progress is None else progress
-    for step, ckpt in tqdm(todo, disable=not show, desc="elicit"):
-        try:
-            _, model, objective, _ = load_checkpoint(ckpt)
-        except CheckpointError as exc:
-            print(f"warning: skipping {exc}", file=sys.stderr)
-            continue
+
+    def read(model, objective) -> dict[str, np.ndarray]:
         probs = elicit_checkpoint(model, objective, cfg, space, probe, elicitations, donors)  # [E, H, S, C, V]
         joint = np.stack([joint_accuracy(probs[:, h], name) for h, name in enumerate(space.held_out)], axis=1)
-        new = {"steps": np.array([step]), "probs": probs[None], "joint": joint[None]}
-        if arrays:
-            order = np.argsort(np.concatenate([arrays["steps"], new["steps"]]), kind="stable")
-            arrays = {k: np.concatenate([arrays[k], new[k]])[order] for k in new}
-        else:
-            arrays = new
-        arrays.update(names=np.array([e.name for e in elicitations]), methods=np.array([e.method for e in elicitations]),
-                      held_out=np.array(space.held_out))
-        _save_npz(path, arrays)
+        return {"probs": probs[None], "joint": joint[None]}
+
+    static = {"names": np.array([e.name for e in elicitations]), "methods": np.array([e.method for e in elicitations]),
+              "held_out": np.array(space.held_out)}
+    over_new_checkpoints(run_dir, path, arrays, read, static, "elicit", progress)
     return path
 
 

@@ -157,9 +157,10 @@ def run_pipeline(cfg: ExperimentConfig, run_dir: Path, resume: bool = False, ove
 
     info = run_dir / "run.json"
     if resume and info.is_file() and json.loads(info.read_text()).get("status") == "done":
-        print(f"{run_dir}: training already done; evaluating", file=sys.stderr)
+        print(f"{run_dir}: training already done; evaluating what is new", file=sys.stderr)
     else:
-        train(cfg, run_dir, resume=resume, overwrite=overwrite)
+        # `run --resume` on a fresh directory simply starts: it makes `make demo` safe to repeat.
+        train(cfg, run_dir, resume=resume and (run_dir / "config.yaml").is_file(), overwrite=overwrite)
     evaluate_run(run_dir, cfg, force=overwrite)
     analyze_run(run_dir, cfg)
     metrics = _elicit(run_dir, cfg, force=overwrite)

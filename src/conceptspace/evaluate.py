@@ -79,6 +79,47 @@ def generate_and_read(model, objective, cfg: ExperimentConfig, space: ConceptSpa
     return images, [pad_probs(p.predict_proba(images)) for p in probes]
 
 
+def open_eval_file(path: Path, settings: dict, force: bool) -> dict[str, np.ndarray]:
+    """The arrays already in `path` (empty with --force); refuses a file made with other settings."""
+    settings_path = path.with_name(path.stem + ".settings.json")
+    arrays: dict[str, np.ndarray] = {}
+    if path.is_file() and not force:
+        old = json.loads(settings_path.read_text()) if settings_path.is_file() else None
+        if old != settings:
+            raise ConceptspaceError(f"{path} was made with other settings; use --tag NAME for a new evaluation "
+                                    "or --force to replace it")
+        arrays = load_eval(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    settings_path.write_text(json.dumps(settings, indent=2))
+    return arrays
+
+
+def over_new_checkpoints(run_dir: Path, path: Path, arrays: dict[str, np.ndarray], per_checkpoint, static: dict,
+                         desc: str, progress: bool | None) -> dict[str, np.ndarray]:
+    """Call `per_checkpoint(model, objective) -> {name: [1, ...] array}` on every checkpoint missing from `arrays`,
+    merge by step and rewrite `path` atomically after each one (an interrupted evaluation keeps its work)."""
+    done = set(arrays.get("steps", np.array([], dtype=np.int64)).tolist())
+    todo = [(s, p) for s, p in list_checkpoints(run_dir) if s not in done]
+    show = sys.stderr.isatty() if progress is None else progress
+    for step, ckpt in tqdm(todo, disable=not show, desc=desc):
+        try:
+            _, model, objective, _ = load_checkpoint(ckpt)
+        except CheckpointError as exc:
+            print(f"warning: skipping {exc}", file=sys.stderr)
+            continue
+        new = {"steps": np.array([step]), **per_checkpoint(model, objective)}
+        if arrays:
+            order = np.argsort(np.concatenate([arrays["steps"], new["steps"]]), kind="stable")
+            arrays = {k: np.concatenate([arrays[k], new[k]])[order] for k in new}
+        else:
+            arrays = new
+        arrays.update(static)
+        _save_npz(path, arrays)
+    if not arrays:
+        raise RunDirError(f"{run_dir}: no readable checkpoint to evaluate")
+    return arrays
+
+
 def evaluate_run(run_dir: str | Path, cfg: ExperimentConfig | None = None, tag: str = "default",
                  force: bool = False, progress: bool | None = None) -> Path:
     """Evaluate every (new) checkpoint of a run; returns the path of the arrays file."""
@@ -93,52 +134,26 @@ def evaluate_run(run_dir: str | Path, cfg: ExperimentConfig | None = None, tag: 
     if info.get("status") == "running":
         print(f"note: {run_dir} is still training; evaluating the {len(ckpts)} checkpoints present "
               "(run evaluate again to catch up)", file=sys.stderr)
-    out_dir = run_dir / "eval" / tag
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path, settings_path = out_dir / "concept_probs.npz", out_dir / "settings.json"
-    settings = eval_settings(cfg)
-    arrays: dict[str, np.ndarray] = {}
-    if path.is_file() and not force:
-        old = json.loads(settings_path.read_text()) if settings_path.is_file() else None
-        if old != settings:
-            raise ConceptspaceError(f"{path} was made with other settings; use --tag NAME for a new evaluation "
-                                    "or --force to replace it")
-        arrays = load_eval(path)
-    settings_path.write_text(json.dumps(settings, indent=2))
-
+    path = run_dir / "eval" / tag / "concept_probs.npz"
+    arrays = open_eval_file(path, eval_settings(cfg), force)
     space = ConceptSpace.from_config(cfg.data)
     probe = get_probe(cfg, progress)
     check_probe_space(probe, space)
     analytic = probe if isinstance(probe, AnalyticProbe) else AnalyticProbe.calibrate(space)
     names = space.class_names
-    n = cfg.eval.n_samples
+    n, P, C = cfg.eval.n_samples, len(names), len(space.concepts)
     prompts = torch.from_numpy(np.repeat(class_prompts(space, names), n, axis=0))  # [P * S, D]
-    done = set(arrays.get("steps", np.array([], dtype=np.int64)).tolist())
-    todo = [(s, p) for s, p in ckpts if s not in done]
-    show = sys.stderr.isatty() if progress is None else progress
-    for step, ckpt in tqdm(todo, disable=not show, desc="evaluate"):
-        try:
-            _, model, objective, _ = load_checkpoint(ckpt)
-        except CheckpointError as exc:
-            print(f"warning: skipping {exc}", file=sys.stderr)
-            continue
+
+    def read(model, objective) -> dict[str, np.ndarray]:
         images, (probs, a_probs) = generate_and_read(model, objective, cfg, space, [probe, analytic], prompts)
-        P, C = len(names), len(space.concepts)
-        new = {
-            "steps": np.array([step]),
-            "probs": probs.reshape(1, P, n, C, -1),
-            "preds": probs.reshape(1, P, n, C, -1).argmax(-1).astype(np.int8),
+        probs = probs.reshape(1, P, n, C, -1)
+        return {
+            "probs": probs,
+            "preds": probs.argmax(-1).astype(np.int8),
             "analytic_probs": a_probs.reshape(1, P, n, C, -1),
             "samples": (images.reshape(P, n, *images.shape[1:])[None, :, :N_SHOW] * 255).round().astype(np.uint8),
         }
-        if arrays:
-            order = np.argsort(np.concatenate([arrays["steps"], new["steps"]]), kind="stable")
-            arrays = {k: np.concatenate([arrays[k], new[k]])[order] for k in new}
-        else:
-            arrays = new
-        arrays["classes"] = np.array(names)
-        arrays["held_out"] = np.array([nm in space.held_out for nm in names])
-        _save_npz(path, arrays)
-    if not arrays:
-        raise RunDirError(f"{run_dir}: no readable checkpoint to evaluate")
+
+    static = {"classes": np.array(names), "held_out": np.array([nm in space.held_out for nm in names])}
+    over_new_checkpoints(run_dir, path, arrays, read, static, "evaluate", progress)
     return path

@@ -39,7 +39,7 @@ def reading(metrics: dict) -> list[str]:
         turn = metrics.get("turn", {}).get(name, {})
         if turn.get("memorised_toward"):
             text += (f" It first moved toward the training corner {turn['memorised_toward']} (closest distance "
-                     f"{turn['closest_distance']:.2f} at step {turn['memorisation_step']})")
+                     f"{turn['closest_distance']:.2f}, reached at step {turn['memorisation_step']})")
             text += (f" and turned most sharply at step {turn['step']} ({turn['angle_deg']:.0f} degrees)."
                      if turn.get("step") is not None else ".")
         elif turn.get("step") is not None:

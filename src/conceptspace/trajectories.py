@@ -57,8 +57,9 @@ def memorisation(traj: np.ndarray, own: int, train_idx: list[int], corner: np.nd
                  radius: float = 0.5) -> tuple[int | None, float | None, int | None]:
     """The training corner a held-out trajectory approaches first.
 
-    Returns (class index, closest distance to it, checkpoint index where it first came within `radius` while
-    nearer to that corner than to every other corner), or (None, None, None) if it never did.
+    Returns (class index, closest distance to it, checkpoint index of that closest approach), where the visit
+    starts when the trajectory first comes within `radius` of a training corner while nearer to it than to every
+    other corner and lasts while that corner stays the nearest; (None, None, None) if it never did.
     """
     dist = np.linalg.norm(traj[:, None, :] - corner[None], axis=2)  # [K, P]
     nearest = dist.argmin(1)
@@ -69,7 +70,8 @@ def memorisation(traj: np.ndarray, own: int, train_idx: list[int], corner: np.nd
             end = k
             while end + 1 < len(traj) and nearest[end + 1] == c:
                 end += 1
-            return c, float(dist[k:end + 1, c].min()), k
+            closest = k + int(dist[k:end + 1, c].argmin())
+            return c, float(dist[closest, c]), closest
     return None, None, None
 
 
@@ -125,6 +127,7 @@ def analyze(probs: np.ndarray, preds: np.ndarray, steps: np.ndarray, class_names
     for p, name in enumerate(class_names):
         if name not in held_out:
             continue
+        # The turn is searched from the closest approach to the memorised corner on (the memorisation phase).
         c, closest, k_mem = memorisation(coords[:, p], p, train_idx, corner, e.memorisation_radius)
         step, angle = sudden_turn(coords[:, p], steps, k_mem or 0, e.turn_window)
         out["turn"][name] = {"step": step, "angle_deg": None if angle is None else round(angle, 2),
