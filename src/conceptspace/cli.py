@@ -112,6 +112,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .analysis import analyze_run
     from .report import write_report
 
+    if (Path(args.run_dir) / "sweep.json").is_file():
+        from .sweep_report import sweep_report
+
+        print(f"wrote {sweep_report(args.run_dir)} and {Path(args.run_dir) / 'sweep_metrics.json'}")
+        return 0
     cfg = _run_cfg(args)
     analyze_run(args.run_dir, cfg, tag=args.tag)
     print(f"wrote {write_report(args.run_dir, cfg, tag=args.tag)}")
@@ -181,6 +186,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweeps import run_sweep
+
+    results = run_sweep(args.spec, args.out, args.executor, args.workers, args.address, args.dry_run)
+    if args.dry_run:
+        for r in results:
+            print(f"{r['status']:>7}  {r['run']}")
+        print(f"{len(results)} runs")
+        return 0
+    failed = [r for r in results if r["status"] == "failed"]
+    counts = {s: sum(r["status"] == s for r in results) for s in ("done", "failed", "locked")}
+    print(f"sweep {args.out}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    for r in failed:
+        print(f"  failed: {r['run']}: {r['error']}")
+    if counts["done"]:
+        from .sweep_report import sweep_report
+
+        print(f"report: {sweep_report(args.out)}")
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="conceptspace", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -207,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     for name, func, text in [("evaluate", cmd_evaluate, "read every checkpoint's generations into concept space"),
-                             ("report", cmd_report, "recompute metrics.json and write report.html")]:
+                             ("report", cmd_report, "write report.html of a run, or sweep_report.html of a sweep")]:
         p = sub.add_parser(name, help=text)
         p.add_argument("run_dir", help="a run directory made by `conceptspace train` or `run`")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -226,6 +252,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tag", default="default", help="name of this evaluation (eval/<tag>/)")
     p.add_argument("--force", action="store_true", help="replace an elicitation made with other settings")
     p.set_defaults(func=cmd_elicit)
+
+    p = sub.add_parser("sweep", help="run a grid of experiments (local pool, SLURM via submitit, or Dask)")
+    p.add_argument("spec", help="sweep YAML (configs/sweeps/*.yaml)")
+    p.add_argument("--out", required=True, help="sweep directory: one run directory per point")
+    p.add_argument("--executor", choices=["local", "slurm", "slurm-local", "dask"], default=None,
+                   help="where runs go (default: the spec's `executor`, else local)")
+    p.add_argument("--workers", type=int, default=None, help="parallel runs (local / dask LocalCluster; default: cores)")
+    p.add_argument("--address", default=None, help="dask scheduler address (default: a LocalCluster on 127.0.0.1)")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and their state, run nothing")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("signal", help="print the concept signal of each concept")
     _add_common(p)

@@ -132,27 +132,36 @@ class ProbeNet(nn.Module):
 
 
 def probe_spaces(data: DataConfig, probe: ProbeConfig) -> list[ConceptSpace]:
-    """The spaces a probe is trained on: the run's own and every pooled separation."""
-    spaces = [ConceptSpace.from_config(data)]
-    for kind, seps in probe.pool_seps.items():
-        if kind not in data.concepts:
-            continue
-        for sep in seps:
-            concepts = {k: v.model_copy(update={"sep": sep, "values": None}) if k == kind else v
-                        for k, v in data.concepts.items()}
-            try:
-                spaces.append(ConceptSpace.from_config(data.model_copy(update={"concepts": concepts, "mask": []})))
-            except ValueError:
-                continue  # a pooled separation that is impossible for this space is skipped
+    """The spaces a probe is trained on: space i takes the i-th pooled separation of every concept (cycling through
+    shorter lists), so weak and strong separations are all seen. Concepts with explicit values, or without pooled
+    separations, keep their own. The run's own separation is left out on purpose: one probe serves a whole sweep
+    (its accuracy on the run's own space is checked when the probe is used)."""
+    pooled = {k: v for k, v in probe.pool_seps.items() if k in data.concepts and data.concepts[k].values is None}
+    n = max((len(v) for v in pooled.values()), default=0)
+    if n == 0:
+        return [ConceptSpace.from_config(data.model_copy(update={"mask": []}))]
+    spaces = []
+    for i in range(n):
+        concepts = {k: v.model_copy(update={"sep": pooled[k][i % len(pooled[k])]}) if k in pooled else v
+                    for k, v in data.concepts.items()}
+        try:
+            spaces.append(ConceptSpace.from_config(data.model_copy(update={"concepts": concepts, "mask": []})))
+        except ValueError as exc:
+            raise ProbeError(f"probe.pool_seps: separation set {i} is impossible for this space ({exc})") from None
     return spaces
 
 
 def probe_key(data: DataConfig, probe: ProbeConfig) -> str:
-    """Hash of everything the probe depends on (not the run's seed, model or training)."""
+    """Hash of everything the probe depends on: the concepts' kinds and value counts, pooled (not the run's own)
+    separations, rendering and probe settings; not the run's seed, model, training or held-out split."""
+    pooled = {k for k in probe.pool_seps if k in data.concepts and data.concepts[k].values is None}
+    concepts = {k: v.model_dump(mode="json", exclude={"sep"} if k in pooled else set())
+                for k, v in data.concepts.items()}
     relevant = {
         "format": PROBE_FORMAT,
-        "data": data.model_dump(mode="json", include={"image_size", "blur", "noise", "concepts", "size_floor"}),
-        "probe": probe.model_dump(mode="json", exclude={"cache_dir", "kind"}),
+        "concepts": concepts,
+        "data": data.model_dump(mode="json", include={"image_size", "blur", "noise", "size_floor"}),
+        "probe": probe.model_dump(mode="json", exclude={"cache_dir", "kind", "min_accuracy"}),
     }
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -240,6 +249,9 @@ def get_learned_probe(data: DataConfig, cfg: ProbeConfig, progress: bool | None 
         probe = train_probe(data, cfg, progress=progress)
         meta = {"key": key, "kinds": list(space.kinds), "n_values": n_values, "accuracy": probe.accuracy_}
         save_tensors(path, probe.net.state_dict(), meta)
+    # Check on fresh test-mode images of the pooled spaces (stored) and of this run's own space (now, cheap).
+    own = _test_accuracy(probe.net, [ConceptSpace.from_config(data.model_copy(update={"mask": []}))], cfg, seed=7)
+    probe.accuracy_ = {k: min(v, own[k]) for k, v in probe.accuracy_.items()}
     worst = min(probe.accuracy_, key=probe.accuracy_.get)
     if probe.accuracy_[worst] < cfg.min_accuracy:
         raise ProbeError(

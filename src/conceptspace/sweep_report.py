@@ -1,0 +1,282 @@
+"""Aggregation of a sweep: the concept-signal law (learning speed vs signal), learning order, trajectories.
+
+`sweep_report(sweep_dir)` reads every run's `metrics.json`, `config.yaml` and evaluation arrays and writes
+`sweep_metrics.json` and a self-contained `sweep_report.html`. Learning speed = 1 / learning step; a concept never
+learned within the run has speed 0 (and counts as slowest in rank statistics).
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+from scipy.stats import spearmanr
+
+from .analysis import trajectory_arrays
+from .config import load_config
+from .evaluate import load_eval
+from .report import STYLE, _img
+from .sweeps import SweepError
+
+
+def collect_runs(sweep_dir: str | Path) -> list[dict]:
+    """One record per finished run: separations, seed, signal, learning steps, trajectories of held-out classes."""
+    sweep_dir = Path(sweep_dir)
+    manifest = sweep_dir / "sweep.json"
+    if not manifest.is_file():
+        raise SweepError(f"{sweep_dir}: not a sweep directory (no sweep.json); run `conceptspace sweep` first")
+    runs = []
+    for point in json.loads(manifest.read_text())["points"]:
+        run_dir = sweep_dir / point["name"]
+        if not (run_dir / "metrics.json").is_file():
+            continue
+        cfg = load_config(run_dir / "config.yaml")
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        from .concepts import ConceptSpace
+
+        space = ConceptSpace.from_config(cfg.data)
+        seps = {}
+        for c in space.concepts:
+            if c.kind == "shape":
+                continue
+            ends = c.means[[0, -1]]
+            seps[c.kind] = float(np.abs(ends[1] - ends[0]).max())  # the separation along the concept's axis
+        record = {"name": point["name"], "overrides": point["overrides"], "seed": cfg.seed, "sep": seps,
+                  "signal": metrics.get("concept_signal", {}), "normalized_signal": metrics.get("normalized_signal", {}),
+                  "classes": metrics["classes"], "turn": metrics.get("turn", {}),
+                  "saturation": metrics.get("training_saturation_step"), "steps": metrics.get("steps", []),
+                  "elicitation": metrics.get("elicitation", {}), "masking": _masking(cfg)}
+        probs = run_dir / "eval" / "default" / "concept_probs.npz"
+        if probs.is_file():
+            coords, _ = trajectory_arrays(cfg, load_eval(probs))
+            names = list(metrics["classes"])
+            record["trajectories"] = {n: coords[:, i].tolist() for i, n in enumerate(names)}
+        runs.append(record)
+    if not runs:
+        raise SweepError(f"{sweep_dir}: no finished run yet")
+    return runs
+
+
+def _masking(cfg) -> float | None:
+    """The masking probability of a run (None when its config has no mask rule)."""
+    return max((r.p for r in cfg.data.mask), default=None)
+
+
+def speed(step: int | None) -> float:
+    return 0.0 if step is None else 1.0 / step
+
+
+def held_out_speeds(runs: list[dict], concept: str) -> list[tuple[float, float, float]]:
+    """(separation, signal, speed) of the held-out classes' `concept` for every run."""
+    out = []
+    for r in runs:
+        for name, c in r["classes"].items():
+            if c["held_out"] and concept in c["learning_step"] and concept in r["sep"]:
+                out.append((r["sep"][concept], r["signal"].get(concept, np.nan), speed(c["learning_step"][concept])))
+    return out
+
+
+def speed_vs_signal(runs: list[dict], concepts: list[str]) -> dict:
+    """sweep_metrics.json "speed_vs_signal": Spearman of mean speed vs separation, and every (signal, speed)."""
+    out = {}
+    for kind in concepts:
+        pts = held_out_speeds(runs, kind)
+        seps = sorted({p[0] for p in pts})
+        means = [float(np.mean([p[2] for p in pts if p[0] == s])) for s in seps]
+        rho = float(spearmanr(seps, means).statistic) if len(seps) >= 3 and len(set(means)) > 1 else None
+        out[kind] = {"spearman": rho, "separations": seps, "mean_speed": means,
+                     "points": [[float(p[1]), float(p[2])] for p in pts]}
+    return out
+
+
+def plot_speed(runs: list[dict], concepts: list[str]) -> plt.Figure:
+    """Learning speed of each concept vs separation and vs measured signal; seeds as points, mean line."""
+    fig, axes = plt.subplots(2, len(concepts), figsize=(4.2 * len(concepts), 6.6), squeeze=False)
+    for j, kind in enumerate(concepts):
+        for row, (idx, label) in enumerate([(0, "separation"), (1, "concept signal σ")]):
+            ax = axes[row, j]
+            for held, style in ((True, "C3"), (False, "C0")):
+                pts = []
+                for r in runs:
+                    for name, c in r["classes"].items():
+                        digit = name[list(r["sep"]).index(kind)] if kind in r["sep"] else "0"
+                        if c["held_out"] == held and (held or digit != "0") and kind in r["sep"]:
+                            x = r["sep"][kind] if idx == 0 else r["signal"].get(kind, np.nan)
+                            pts.append((x, speed(c["learning_step"].get(kind))))
+                if not pts:
+                    continue
+                pts = np.array(pts)
+                ax.scatter(pts[:, 0], pts[:, 1], s=12, alpha=0.5, color=style)
+                xs = np.unique(pts[:, 0])
+                m = np.array([pts[pts[:, 0] == x, 1].mean() for x in xs])
+                sd = np.array([pts[pts[:, 0] == x, 1].std() for x in xs])
+                ax.plot(xs, m, color=style, lw=2, ls="-" if held else "--",
+                        label="held-out class" if held else "training classes")
+                ax.fill_between(xs, m - sd, m + sd, color=style, alpha=0.12)
+            ax.set_xlabel(f"{kind} {label}")
+            ax.set_ylabel("learning speed (1 / steps)")
+            ax.legend(fontsize=7)
+    fig.suptitle("learning speed vs concept signal (0 = never learned within the run)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def order_grid(runs: list[dict], a: str = "color", b: str = "size") -> tuple[list, list, np.ndarray] | None:
+    """Mean over seeds of T_b - T_a for the held-out class on the (sep_a, sep_b) grid (never = last step)."""
+    cells: dict[tuple[float, float], list[float]] = {}
+    for r in runs:
+        if a not in r["sep"] or b not in r["sep"]:
+            continue
+        last = r["steps"][-1] if r["steps"] else 0
+        for c in r["classes"].values():
+            if c["held_out"]:
+                ta = c["learning_step"].get(a) or last
+                tb = c["learning_step"].get(b) or last
+                cells.setdefault((r["sep"][a], r["sep"][b]), []).append(tb - ta)
+    xs, ys = sorted({k[0] for k in cells}), sorted({k[1] for k in cells})
+    if len(xs) < 2 or len(ys) < 2:
+        return None
+    grid = np.full((len(ys), len(xs)), np.nan)
+    for (x, y), v in cells.items():
+        grid[ys.index(y), xs.index(x)] = np.mean(v)
+    return xs, ys, grid
+
+
+def plot_order(xs: list, ys: list, grid: np.ndarray, a: str, b: str) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(5, 4))
+    lim = np.nanmax(np.abs(grid)) or 1
+    im = ax.imshow(grid, origin="lower", cmap="coolwarm", vmin=-lim, vmax=lim, aspect="auto",
+                   extent=[-0.5, len(xs) - 0.5, -0.5, len(ys) - 0.5])
+    if np.nanmin(grid) < 0 < np.nanmax(grid):
+        ax.contour(np.arange(len(xs)), np.arange(len(ys)), grid, levels=[0], colors="k", linewidths=2)
+    ax.set_xticks(range(len(xs)), [f"{x:g}" for x in xs])
+    ax.set_yticks(range(len(ys)), [f"{y:g}" for y in ys])
+    ax.set_xlabel(f"Δ{a}")
+    ax.set_ylabel(f"Δ{b}")
+    fig.colorbar(im, label=f"T_{b} - T_{a} (steps; > 0: {a} learned first)")
+    ax.set_title("learning order of the held-out class (black: order flips)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_held_out_trajectories(runs: list[dict], concept: str, kinds: list[str]) -> plt.Figure:
+    """Held-out trajectories of every separation (mean over seeds), colored by the normalised signal."""
+    groups: dict[float, list] = {}
+    for r in runs:
+        if "trajectories" not in r or concept not in r["sep"]:
+            continue
+        held = [n for n, c in r["classes"].items() if c["held_out"]]
+        for n in held[:1]:
+            groups.setdefault(r["sep"][concept], []).append((np.array(r["trajectories"][n]),
+                                                             r["normalized_signal"].get(concept, 0.0)))
+    three = len(kinds) >= 3
+    fig = plt.figure(figsize=(5.4, 4.6))
+    ax = fig.add_subplot(projection="3d") if three else fig.add_subplot()
+    cmap = plt.get_cmap("plasma")
+    for sep in sorted(groups):
+        trajs = groups[sep]
+        k = min(len(t) for t, _ in trajs)
+        mean = np.mean([t[:k] for t, _ in trajs], axis=0)
+        color = cmap(float(np.mean([s for _, s in trajs])))
+        dims = 3 if three else 2
+        ax.plot(*mean[:, :dims].T, color=color, lw=2, label=f"Δ{concept}={sep:g}")
+        ax.scatter(*mean[-1, :dims], color=color, s=15)
+    ax.set_xlabel(f"{kinds[0]}: P(value 1)")
+    ax.set_ylabel(f"{kinds[1]}: P(value 1)")
+    if three:
+        ax.set_zlabel(f"{kinds[2]}: P(value 1)")
+    else:
+        ax.set_xlim(-0.05, 1.05)
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_aspect("equal")
+        sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, 1))
+        fig.colorbar(sm, ax=ax, label=f"normalised {concept} signal", shrink=0.8)
+    ax.legend(fontsize=7)
+    ax.set_title("held-out trajectories by separation (mean over seeds)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def first_move(traj: list[list[float]], corners: dict[str, list[int]], own: str, radius: float = 0.5) -> str | None:
+    """The training corner a trajectory comes nearest to first (None if it never enters one's radius)."""
+    from .trajectories import memorisation
+
+    names = list(corners)
+    corner = np.array([corners[n] for n in names], dtype=float)
+    c, _, _ = memorisation(np.array(traj), names.index(own), [i for i, n in enumerate(names) if n != own], corner,
+                           radius)
+    return None if c is None else names[c]
+
+
+def sweep_report(sweep_dir: str | Path) -> Path:
+    """Write sweep_metrics.json and sweep_report.html for a sweep directory."""
+    sweep_dir = Path(sweep_dir)
+    runs = collect_runs(sweep_dir)
+    kinds = [k for k in runs[0]["classes"][next(iter(runs[0]["classes"]))]["learning_step"]]
+    varied = [k for k in kinds if len({r["sep"].get(k) for r in runs}) > 1]
+    metrics: dict = {"n_runs": len(runs), "concepts": kinds, "varied": varied,
+                     "speed_vs_signal": speed_vs_signal(runs, kinds)}
+    figs = {"learning speed vs concept signal": plot_speed(runs, kinds)}
+    if len(kinds) >= 2:
+        grid = order_grid(runs, kinds[0], kinds[1])
+        if grid is not None:
+            metrics["learning_order"] = {"x": grid[0], "y": grid[1], "t_diff": np.where(np.isnan(grid[2]), None,
+                                                                                        grid[2]).tolist()}
+            figs["learning order"] = plot_order(*grid, kinds[0], kinds[1])
+    for concept in varied[:2]:
+        figs[f"held-out trajectories by {concept} separation"] = plot_held_out_trajectories(runs, concept, kinds)
+    # Which training corner each held-out trajectory moved toward first, per separation of the first varied concept.
+    if varied:
+        first = {}
+        for r in runs:
+            if "trajectories" not in r:
+                continue
+            corners = {n: [int(ch) for ch in n] for n in r["classes"]}
+            for n, c in r["classes"].items():
+                if c["held_out"]:
+                    first.setdefault(f"{r['sep'][varied[0]]:g}", []).append(first_move(r["trajectories"][n], corners, n))
+        metrics["first_corner_by_separation"] = {varied[0]: first}
+    masking = _masking_metrics(runs)
+    if masking:
+        metrics["masking"] = masking
+    (sweep_dir / "sweep_metrics.json").write_text(json.dumps(metrics, indent=2))
+    body = [f"<h1>Sweep: {html.escape(sweep_dir.name)} ({len(runs)} finished runs)</h1>"]
+    for kind, m in metrics["speed_vs_signal"].items():
+        rho = "n/a" if m["spearman"] is None else f"{m['spearman']:.2f}"
+        body.append(f"<p>{html.escape(kind)}: Spearman correlation of the held-out class's mean learning speed with "
+                    f"the separation = <b>{rho}</b> over {len(m['separations'])} separations.</p>")
+    for name, fig in figs.items():
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100)
+        plt.close(fig)
+        body.append(f"<h2>{html.escape(name)}</h2>" + _img(buf.getvalue()))
+    body.append("<h2>sweep_metrics.json</h2><pre>" + html.escape(json.dumps(metrics, indent=1)) + "</pre>")
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(sweep_dir.name)}</title>"
+            f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>")
+    path = sweep_dir / "sweep_report.html"
+    path.write_text(page)
+    return path
+
+
+def _masking_metrics(runs: list[dict]) -> dict | None:
+    """Issue 7: learning time of the held-out class vs masking probability (filled by masking sweeps)."""
+    pts = [(r["masking"], r) for r in runs if r.get("masking") is not None]
+    if len({p for p, _ in pts}) < 2:
+        return None
+    by_p: dict[float, list] = {}
+    for p, r in pts:
+        for c in r["classes"].values():
+            if c["held_out"]:
+                last = (r["steps"][-1] if r["steps"] else 0) * 2  # never = longer than the run
+                t = max((s if s is not None else last) for s in c["learning_step"].values())
+                by_p.setdefault(p, []).append((t, c.get("final_coords")))
+    ps = sorted(by_p)
+    mean_t = [float(np.mean([t for t, _ in by_p[p]])) for p in ps]
+    rho = float(spearmanr(ps, mean_t).statistic) if len(ps) >= 3 and len(set(mean_t)) > 1 else None
+    final_blue = {f"{p:g}": float(np.mean([fc[0] for _, fc in by_p[p] if fc])) for p in ps}
+    return {"spearman_time_vs_p": rho, "mean_time": dict(zip([f"{p:g}" for p in ps], mean_t)),
+            "final_p_blue": final_blue}

@@ -1,0 +1,273 @@
+"""Sweeps: a YAML grid of configs, one run directory per point, run on an existing engine.
+
+Spec (`configs/sweeps/*.yaml`):
+
+    base: ../2x2.yaml            # a config file (relative to the spec) or an inline mapping
+    set: {train.steps: 3000}     # fixed overrides for every point (optional)
+    grid:                        # cartesian product of these axes
+      data.concepts.color.sep: [0.1, 0.2, 0.4, 0.8]
+      seed: [0, 1, 2]
+    zip:                         # optional: each entry is a group of axes varied together
+      - {data.concepts.size.sep: [0.2, 0.4], train.steps: [3000, 4000]}
+
+Every point runs `conceptspace run` (train, evaluate, elicit, report) in `OUT/<name>` with a readable name such as
+`color_sep=0.2,seed=1`. Executors: `local` (a process pool, one single-threaded run per core), `slurm` (submitit
+job arrays; `slurm-local` runs submitit's local executor), `dask` (dask.distributed: a scheduler address, or a
+LocalCluster on 127.0.0.1). A run is skipped when finished, resumed when killed (its checkpoints stay), reported
+with its error when it fails, and guarded by a lock so two sweeps on one directory never run it twice at once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import itertools
+import json
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import ExperimentConfig, apply_overrides, config_from_dict, config_to_yaml
+from .errors import ConceptspaceError
+
+DONE, FAILED, LOCKED = "done", "failed", "locked"
+EXECUTORS = ("local", "slurm", "slurm-local", "dask")
+
+
+class SweepError(ConceptspaceError):
+    """A sweep spec or sweep directory that cannot be used."""
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One run of a sweep: its directory name, the overrides that define it and the resolved config."""
+
+    name: str
+    overrides: dict[str, Any]
+    config: ExperimentConfig
+
+
+def short_key(key: str) -> str:
+    """'data.concepts.color.sep' -> 'color_sep'; 'seed' -> 'seed'; 'train.steps' -> 'train_steps'."""
+    parts = key.split(".")
+    return "_".join(parts[-2:])
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return "-".join(_fmt(v) for v in value)
+    return str(value)
+
+
+def point_name(overrides: dict[str, Any]) -> str:
+    """Readable, filesystem-safe run name: `color_sep=0.2,seed=1`."""
+    name = ",".join(f"{short_key(k)}={_fmt(v)}" for k, v in overrides.items())
+    return name.replace("/", "_").replace(" ", "") or "base"
+
+
+def load_spec(path: str | Path) -> dict:
+    """The raw sweep spec; errors name the file."""
+    path = Path(path)
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise SweepError(f"{path}: cannot read sweep spec ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise SweepError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(spec, dict) or "grid" not in spec and "zip" not in spec:
+        raise SweepError(f"{path}: a sweep spec needs a 'grid' (and/or 'zip') mapping of config keys to lists")
+    unknown = set(spec) - {"base", "set", "grid", "zip", "executor", "slurm", "description"}
+    if unknown:
+        raise SweepError(f"{path}: unknown key {sorted(unknown)[0]!r} (known: base, set, grid, zip, executor)")
+    return spec
+
+
+def expand(spec: dict, spec_path: str | Path = "<sweep>") -> list[SweepPoint]:
+    """All points of a sweep: the grid's cartesian product times the zipped groups, validated configs."""
+    spec_path = Path(spec_path)
+    base = spec.get("base", {})
+    if isinstance(base, str):
+        base_path = (spec_path.parent / base).resolve()
+        try:
+            base = yaml.safe_load(base_path.read_text()) or {}
+        except OSError:
+            raise SweepError(f"{spec_path}: base config {base_path} not found") from None
+    if not isinstance(base, dict):
+        raise SweepError(f"{spec_path}: base must be a config file path or a mapping")
+    axes: list[list[dict[str, Any]]] = []
+    for key, values in (spec.get("grid") or {}).items():
+        if not isinstance(values, list) or not values:
+            raise SweepError(f"{spec_path}: grid.{key} must be a non-empty list")
+        axes.append([{key: v} for v in values])
+    for k, group in enumerate(spec.get("zip") or []):
+        lengths = {len(v) if isinstance(v, list) else -1 for v in group.values()}
+        if len(lengths) != 1 or -1 in lengths or 0 in lengths:
+            raise SweepError(f"{spec_path}: zip.{k}: every axis must be a list, all of the same length")
+        n = lengths.pop()
+        axes.append([{key: vals[i] for key, vals in group.items()} for i in range(n)])
+    fixed = [f"{k}={json.dumps(v)}" for k, v in (spec.get("set") or {}).items()]
+    points, names = [], set()
+    for combo in itertools.product(*axes):
+        overrides = {k: v for d in combo for k, v in d.items()}
+        tree = apply_overrides(json.loads(json.dumps(base)), fixed + [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
+        name = point_name(overrides)
+        cfg = config_from_dict(tree, f"{spec_path} [{name}]")
+        if name in names:
+            raise SweepError(f"{spec_path}: two points share the name {name!r}")
+        names.add(name)
+        points.append(SweepPoint(name, overrides, cfg))
+    return points
+
+
+# ------------------------------------------------------------------------------------------ one run
+
+
+def run_status(run_dir: Path) -> str | None:
+    """'done', 'failed' or None (not started / interrupted) from the run's sweep marker."""
+    marker = run_dir / "sweep_status.json"
+    return json.loads(marker.read_text())["status"] if marker.is_file() else None
+
+
+def run_point(run_dir: str, config_yaml: str, threads: int = 1) -> dict:
+    """Run (or resume) one sweep point under a per-run lock. Never raises: failures come back as a result."""
+    from .cli import run_pipeline
+    from .config import load_config
+
+    run_dir_p = Path(run_dir)
+    run_dir_p.mkdir(parents=True, exist_ok=True)
+    if run_status(run_dir_p) == DONE:
+        return {"run": run_dir, "status": DONE, "skipped": True}
+    lock = open(run_dir_p / ".lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return {"run": run_dir, "status": LOCKED}
+    marker = run_dir_p / "sweep_status.json"
+    t0 = time.time()
+    try:
+        spec_file = run_dir_p / "sweep_config.yaml"
+        spec_file.write_text(config_yaml)
+        cfg = load_config(spec_file, [f"train.threads={threads}"])
+        run_pipeline(cfg, run_dir_p, resume=(run_dir_p / "config.yaml").is_file())
+        result = {"run": run_dir, "status": DONE, "seconds": round(time.time() - t0, 1)}
+    except BaseException as exc:  # a failed run is reported, it must not stop the others
+        result = {"run": run_dir, "status": FAILED, "error": f"{type(exc).__name__}: {exc}",
+                  "traceback": traceback.format_exc(limit=5), "seconds": round(time.time() - t0, 1)}
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        lock.close()
+    tmp = marker.with_name(".sweep_status.json.tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    os.replace(tmp, marker)
+    return result
+
+
+# ------------------------------------------------------------------------------------------ executors
+
+
+def _progress(total: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="sweep runs", unit="run", disable=not sys.stderr.isatty())
+
+
+def _summary(counts: dict[str, int]) -> str:
+    return " ".join(f"{k}={v}" for k, v in counts.items())
+
+
+def execute(jobs: list[tuple[str, str]], executor: str, workers: int | None = None, address: str | None = None,
+            slurm_params: dict | None = None, log_dir: Path | None = None) -> list[dict]:
+    """Run (run_dir, config_yaml) jobs on the chosen engine; results in job order."""
+    if executor not in EXECUTORS:
+        raise SweepError(f"unknown executor {executor!r} (known: {', '.join(EXECUTORS)})")
+    workers = workers or os.cpu_count() or 1
+    results: dict[int, dict] = {}
+    counts = {"done": 0, "running": 0, "failed": 0, "locked": 0}
+    bar = _progress(len(jobs))
+
+    def record(i: int, res: dict) -> None:
+        results[i] = res
+        counts["running"] = max(0, counts["running"] - 1)
+        counts[res["status"]] += 1
+        bar.update(1)
+        bar.set_postfix_str(_summary(counts))
+        if not sys.stderr.isatty():
+            print(f"[{len(results)}/{len(jobs)}] {res['status']}: {res['run']}"
+                  + (f" ({res['error']})" if res.get("error") else ""), file=sys.stderr)
+
+    if executor == "local":
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = {pool.submit(run_point, d, y, 1): i for i, (d, y) in enumerate(jobs)}
+            counts["running"] = min(workers, len(jobs))
+            for fut in as_completed(futures):
+                record(futures[fut], fut.result())
+    elif executor in ("slurm", "slurm-local"):
+        import submitit
+
+        folder = log_dir or Path(jobs[0][0]).parent / ".submitit"
+        ex = submitit.AutoExecutor(folder=str(folder), cluster="local" if executor == "slurm-local" else None)
+        params = {"timeout_min": 24 * 60, "cpus_per_task": 1, **(slurm_params or {})}
+        if executor == "slurm-local":
+            params = {k: v for k, v in params.items() if k in ("timeout_min", "cpus_per_task")}
+        ex.update_parameters(**params)
+        submitted = ex.map_array(run_point, [d for d, _ in jobs], [y for _, y in jobs], [1] * len(jobs))
+        counts["running"] = len(jobs)
+        for i, job in enumerate(submitted):
+            try:
+                res = job.result()
+            except Exception as exc:  # the job itself died (node failure, timeout)
+                res = {"run": jobs[i][0], "status": FAILED, "error": f"{type(exc).__name__}: {exc}"}
+            record(i, res)
+    else:
+        from distributed import Client, LocalCluster, as_completed
+
+        cluster = None
+        if address is None:
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, host="127.0.0.1",
+                                   dashboard_address=None, processes=True)
+        client = Client(address or cluster)
+        try:
+            futures = [client.submit(run_point, d, y, 1, pure=False) for d, y in jobs]
+            index = {f.key: i for i, f in enumerate(futures)}
+            counts["running"] = min(workers, len(jobs))
+            for fut in as_completed(futures):
+                record(index[fut.key], fut.result())
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    bar.close()
+    return [results[i] for i in range(len(jobs))]
+
+
+def run_sweep(spec_path: str | Path, out: str | Path, executor: str | None = None, workers: int | None = None,
+              address: str | None = None, dry_run: bool = False) -> list[dict]:
+    """Expand a sweep, write its manifest, run every unfinished point; returns one result per point."""
+    spec = load_spec(spec_path)
+    points = expand(spec, spec_path)
+    out = Path(out)
+    if dry_run:
+        return [{"run": str(out / p.name), "status": run_status(out / p.name) or "todo", "overrides": p.overrides}
+                for p in points]
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = {"spec": str(spec_path), "points": [{"name": p.name, "overrides": p.overrides} for p in points]}
+    (out / "sweep.json").write_text(json.dumps(manifest, indent=2))
+    executor = executor or spec.get("executor", "local")
+    jobs = [(str(out / p.name), config_to_yaml(p.config)) for p in points]
+    t0 = time.time()
+    results = execute(jobs, executor, workers, address, spec.get("slurm"), out / ".submitit")
+    summary = {"seconds": round(time.time() - t0, 1), "executor": executor, "results": results}
+    (out / "sweep_results.json").write_text(json.dumps(summary, indent=2))
+    return results

@@ -1,0 +1,137 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conceptspace.cli import main
+from conceptspace.sweep_report import order_grid, speed_vs_signal, sweep_report
+from conceptspace.sweeps import SweepError, expand, load_spec, point_name, run_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_spec(tmp_path, grid, zipped=None, extra=None):
+    spec = {"base": str(ROOT / "configs" / "micro.yaml"), "grid": grid,
+            "set": {"probe.kind": "analytic", "train.steps": 6, "train.n_checkpoints": 2,
+                    "train.first_checkpoint": 3, "elicit.methods": ["naive"], "eval.n_samples": 4,
+                    "sampler.n_steps": 3, **(extra or {})}}
+    if zipped:
+        spec["zip"] = zipped
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_grid_and_zip_expansion_and_names(tmp_path):
+    path = write_spec(tmp_path, {"data.concepts.color.sep": [0.2, 0.4], "seed": [0, 1, 2]},
+                      [{"data.concepts.size.sep": [0.2, 0.4], "train.lr": [0.001, 0.002]}])
+    points = expand(load_spec(path), path)
+    assert len(points) == 12
+    assert points[0].name == "color_sep=0.2,seed=0,size_sep=0.2,train_lr=0.001"
+    assert {p.config.data.concepts["color"].sep for p in points} == {0.2, 0.4}
+    assert all(p.config.train.steps == 6 for p in points)
+    assert point_name({"data.concepts.color.sep": 0.2, "seed": 1}) == "color_sep=0.2,seed=1"
+
+
+def test_bad_specs(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("base: nope.yaml\ngrid: {seed: [0]}\n")
+    with pytest.raises(SweepError, match="not found"):
+        expand(load_spec(bad), bad)
+    bad.write_text("grid: {seed: []}\n")
+    with pytest.raises(SweepError, match="non-empty list"):
+        expand(load_spec(bad), bad)
+    bad.write_text("grids: {seed: [0]}\n")
+    with pytest.raises(SweepError, match="needs a 'grid'"):
+        load_spec(bad)
+    bad.write_text("grid: {data.concepts.color.sep: [0.95]}\n")
+    with pytest.raises(ValueError, match="color_sep=0.95.*leaves"):
+        expand(load_spec(bad), bad)
+
+
+@pytest.mark.parametrize("executor", ["local", "slurm-local", "dask"])
+def test_executors_run_a_micro_sweep(tmp_path, executor):
+    path = write_spec(tmp_path, {"seed": [0, 1]})
+    results = run_sweep(path, tmp_path / "out", executor=executor, workers=2)
+    assert [r["status"] for r in results] == ["done", "done"]
+    for name in ("seed=0", "seed=1"):
+        assert (tmp_path / "out" / name / "report.html").is_file()
+    assert json.loads((tmp_path / "out" / "sweep_results.json").read_text())["executor"] == executor
+
+
+def test_resume_skips_finished_reports_failures_and_respects_locks(tmp_path, capsys):
+    path = write_spec(tmp_path, {"seed": [0, 1]})
+    out = tmp_path / "out"
+    run_sweep(path, out, executor="local", workers=1)
+    finished = (out / "seed=0" / "report.html").stat().st_mtime_ns
+    # A killed run: its status marker is gone, its checkpoints are still there.
+    (out / "seed=1" / "sweep_status.json").unlink()
+    results = run_sweep(path, out, executor="local", workers=1)
+    assert results[0].get("skipped") and results[1]["status"] == "done" and not results[1].get("skipped")
+    assert (out / "seed=0" / "report.html").stat().st_mtime_ns == finished
+    # A failing point does not stop the other one.
+    bad = write_spec(tmp_path, {"seed": [0, 1]}, extra={"train.batch_size": 100000})
+    assert main(["sweep", str(bad), "--out", str(tmp_path / "bad"), "--workers", "2"]) == 1
+    assert "batch_size" in capsys.readouterr().out
+    assert main(["sweep", str(path), "--out", str(out), "--dry-run"]) == 0
+    assert "done" in capsys.readouterr().out
+
+
+def test_lock_prevents_double_run(tmp_path):
+    import fcntl
+
+    from conceptspace.sweeps import run_point
+
+    run = tmp_path / "r"
+    run.mkdir()
+    with open(run / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert run_point(str(run), (ROOT / "configs" / "micro.yaml").read_text())["status"] == "locked"
+    assert not (run / "config.yaml").exists()
+
+
+def synthetic_runs():
+    """Held-out color learned faster at larger separation; size constant."""
+    runs = []
+    for sep, t in [(0.1, None), (0.2, 3000), (0.4, 1500), (0.8, 500)]:
+        for seed in range(2):
+            runs.append({"sep": {"color": sep, "size": 0.4}, "signal": {"color": sep**2, "size": 0.05},
+                         "steps": [100, 4000], "classes": {
+                             "11": {"held_out": True, "learning_step": {"color": t, "size": 1000 + seed}},
+                             "10": {"held_out": False, "learning_step": {"color": 200, "size": 100}}}})
+    return runs
+
+
+def test_speed_vs_signal_on_synthetic_runs():
+    m = speed_vs_signal(synthetic_runs(), ["color", "size"])
+    assert m["color"]["spearman"] == pytest.approx(1.0)
+    assert m["color"]["mean_speed"][0] == 0.0  # never learned = speed 0
+    assert len(m["color"]["points"]) == 8
+    assert m["size"]["spearman"] is None  # one separation only
+
+
+def test_order_grid_sign():
+    runs = []
+    for dc in (0.2, 0.8):
+        for ds in (0.2, 0.4):
+            tc = 3000 if dc == 0.2 else 500
+            runs.append({"sep": {"color": dc, "size": ds}, "steps": [4000],
+                         "classes": {"11": {"held_out": True, "learning_step": {"color": tc, "size": 1000}}}})
+    xs, ys, grid = order_grid(runs)
+    assert xs == [0.2, 0.8] and (grid[:, 0] < 0).all() and (grid[:, 1] > 0).all()
+
+
+def test_sweep_report_on_a_micro_sweep(tmp_path):
+    path = write_spec(tmp_path, {"data.concepts.color.sep": [0.3, 0.6, 0.9]})
+    with pytest.raises(ValueError):
+        run_sweep(path, tmp_path / "x", executor="local")  # 0.9 is impossible: fails before anything runs
+    path = write_spec(tmp_path, {"data.concepts.color.sep": [0.3, 0.6]})
+    run_sweep(path, tmp_path / "out", executor="local", workers=2)
+    report = sweep_report(tmp_path / "out")
+    m = json.loads((tmp_path / "out" / "sweep_metrics.json").read_text())
+    assert set(m["speed_vs_signal"]) == {"color", "size"}
+    assert all(len(p) == 2 for p in m["speed_vs_signal"]["color"]["points"])
+    assert "data:image/png;base64" in report.read_text()
+    assert np.isfinite(m["speed_vs_signal"]["color"]["points"][0][0])
