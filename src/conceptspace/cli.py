@@ -207,6 +207,33 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_toy_model(args: argparse.Namespace) -> int:
+    from .toy import fit_asymmetry, plot_toy
+
+    a_values = [float(a) for a in args.a.split(",")] if args.a else list(np.linspace(1, 5, 9))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    measured, fits = {}, {}
+    if args.sweep:
+        from .sweep_report import collect_runs
+
+        by_p: dict[float, list] = {}
+        for r in collect_runs(args.sweep):
+            held = [n for n, c in r["classes"].items() if c["held_out"]]
+            if r.get("masking") is not None and "trajectories" in r and held:
+                by_p.setdefault(r["masking"], []).append(np.array(r["trajectories"][held[0]])[:, :2])
+        for p in sorted(by_p):
+            k = min(len(t) for t in by_p[p])
+            traj = np.mean([t[:k] for t in by_p[p]], axis=0)
+            a, err = fit_asymmetry(traj)
+            measured[f"p={p:g}"], fits[f"p={p:g}"] = traj, {"a": round(a, 3), "mse": round(err, 5)}
+            print(f"masking p={p:g}: fitted a = {a:.2f} (mean squared error {err:.4f}, {len(by_p[p])} seeds)")
+        (out / "toy_fit.json").write_text(json.dumps(fits, indent=2))
+    plot_toy(a_values, measured or None, fits).savefig(out / "toy_model.png", dpi=110)
+    print(f"wrote {out / 'toy_model.png'}" + (f" and {out / 'toy_fit.json'}" if fits else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="conceptspace", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -262,6 +289,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, help="dask scheduler address (default: a LocalCluster on 127.0.0.1)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their state, run nothing")
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("toy-model", help="the simplified dynamical model of underspecification, fitted to a sweep")
+    p.add_argument("--a", default=None, help="comma-separated asymmetries to plot (default: 1 to 5)")
+    p.add_argument("--sweep", default=None, help="a masking sweep directory: fit a per masking probability")
+    p.add_argument("--out", default="runs/toy-model", help="output directory")
+    p.set_defaults(func=cmd_toy_model)
 
     p = sub.add_parser("signal", help="print the concept signal of each concept")
     _add_common(p)

@@ -240,16 +240,28 @@ class ExperimentConfig(StrictModel):
 
 
 def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `a.b.c` in a nested tree; a numeric part indexes a list (`data.mask.0.p`)."""
     keys = dotted.split(".")
-    node = tree
-    for key in keys[:-1]:
+    node: Any = tree
+    for key, nxt in zip(keys[:-1], keys[1:]):
+        if isinstance(node, list):
+            if not key.isdigit() or int(key) >= len(node):
+                raise ConfigError(f"--set {dotted}: no item {key!r} in the list")
+            node = node[int(key)]
+            continue
         child = node.get(key)
         if child is None:
-            child = node[key] = {}
-        if not isinstance(child, dict):
+            child = node[key] = [] if nxt.isdigit() else {}
+        if not isinstance(child, (dict, list)):
             raise ConfigError(f"--set {dotted}: '{key}' is a value, not a section")
         node = child
-    node[keys[-1]] = value
+    last = keys[-1]
+    if isinstance(node, list):
+        if not last.isdigit() or int(last) >= len(node):
+            raise ConfigError(f"--set {dotted}: no item {last!r} in the list")
+        node[int(last)] = value
+    else:
+        node[last] = value
 
 
 def apply_overrides(tree: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:

@@ -53,8 +53,8 @@ class SweepPoint:
 
 
 def short_key(key: str) -> str:
-    """'data.concepts.color.sep' -> 'color_sep'; 'seed' -> 'seed'; 'train.steps' -> 'train_steps'."""
-    parts = key.split(".")
+    """'data.concepts.color.sep' -> 'color_sep'; 'seed' -> 'seed'; 'data.mask.0.p' -> 'mask_p'."""
+    parts = [p for p in key.split(".") if not p.isdigit()]
     return "_".join(parts[-2:])
 
 
