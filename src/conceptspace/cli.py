@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -158,8 +159,12 @@ def run_pipeline(cfg: ExperimentConfig, run_dir: Path, resume: bool = False, ove
     from .analysis import analyze_run
     from .evaluate import evaluate_run
     from .report import reading, write_report
+    import torch
+
     from .train import train
 
+    # Evaluation runs in this process too: keep it to the run's thread budget (sweeps run one thread per core).
+    torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)
     info = run_dir / "run.json"
     if resume and info.is_file() and json.loads(info.read_text()).get("status") == "done":
         print(f"{run_dir}: training already done; evaluating what is new", file=sys.stderr)
