@@ -55,7 +55,7 @@ def plot_trajectories(coords: np.ndarray, steps: np.ndarray, class_names: list[s
     centre to its corner, held-out classes colored by step, training classes in gray; the turn is a star."""
     turns, onsets = turns or {}, onsets or {}
     three_d = coords.shape[-1] >= 3
-    fig = plt.figure(figsize=(5.6, 5.0))
+    fig = plt.figure(figsize=(5.6, 5.8))
     ax = fig.add_subplot(projection="3d") if three_d else fig.add_subplot()
     dims = 3 if three_d else 2
     if coords.shape[-1] == 1:
@@ -72,13 +72,15 @@ def plot_trajectories(coords: np.ndarray, steps: np.ndarray, class_names: list[s
             ax.scatter(*pts[-1], color="C3" if held else "0.5", s=18)
             ax.text(*corner, name, fontsize=8, color="C3" if held else "0.3")
         else:
-            line = _colored_line(ax, pts, steps, "viridis" if held else "Greys", 2.4 if held else 1.2,
-                                 "-" if held else "--", 1.0 if held else 0.7)
-            lc = line if held else lc
+            if held:
+                lc = _colored_line(ax, pts, steps, "viridis", 2.4)
+            else:
+                ax.plot(*pts.T, color="0.55", lw=1.2, ls="--", alpha=0.8)
             ax.scatter(*pts[-1], color="C3" if held else "0.5", s=14, zorder=3)
             ax.scatter(*corner, marker="s", s=60, facecolor="none", edgecolor="C3" if held else "0.4")
             ax.annotate(name + (" (held out)" if held else ""), corner, textcoords="offset points",
-                        xytext=(6, 6 if corner[1] == 0 else -12), fontsize=8, color="C3" if held else "0.3")
+                        xytext=(6 if corner[0] == 0 else -8, 6 if corner[1] == 0 else -12),
+                        ha="left" if corner[0] == 0 else "right", fontsize=8, color="C3" if held else "0.3")
         turn = turns.get(name, {})
         if turn.get("step") is not None:
             k = int(np.searchsorted(steps, turn["step"]))
@@ -101,7 +103,7 @@ def plot_trajectories(coords: np.ndarray, steps: np.ndarray, class_names: list[s
         if lc is not None:
             fig.colorbar(lc, ax=ax, label="training step", shrink=0.8)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="center")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
     ax.set_title(title or "trajectories in concept space", fontsize=10)
     fig.tight_layout()
     return fig

@@ -75,7 +75,7 @@ def memorisation(traj: np.ndarray, own: int, train_idx: list[int], corner: np.nd
     return None, None, None
 
 
-def heading_change(traj: np.ndarray, window: int = 2, min_move: float = 0.02) -> np.ndarray:
+def heading_change(traj: np.ndarray, window: int = 2, min_move: float = 0.03) -> np.ndarray:
     """[K] angle in degrees between the displacement over the `window` checkpoints before and after each one.
 
     NaN where either displacement is shorter than `min_move` (heading is undefined when the trajectory rests).
@@ -89,10 +89,19 @@ def heading_change(traj: np.ndarray, window: int = 2, min_move: float = 0.02) ->
     return out
 
 
-def sudden_turn(traj: np.ndarray, steps: np.ndarray, start: int = 0, window: int = 2) -> tuple[int | None, float | None]:
-    """(step, angle in degrees) of the largest heading change at or after checkpoint index `start`."""
+def sudden_turn(traj: np.ndarray, steps: np.ndarray, start: int = 0, window: int = 2,
+                target: np.ndarray | None = None, arrived: float = 0.15) -> tuple[int | None, float | None]:
+    """(step, angle in degrees) of the largest heading change at or after checkpoint index `start`.
+
+    With a `target` corner, only checkpoints before the trajectory first comes within `arrived` of it count: once
+    there, what remains is sampling jitter around the corner, not a turn.
+    """
     change = heading_change(traj, window)
     change[:start] = np.nan
+    if target is not None:
+        near = np.nonzero(np.linalg.norm(traj - target, axis=1) < arrived)[0]
+        if len(near):
+            change[near[0]:] = np.nan
     if np.isnan(change).all():
         return None, None
     k = int(np.nanargmax(change))
@@ -129,7 +138,7 @@ def analyze(probs: np.ndarray, preds: np.ndarray, steps: np.ndarray, class_names
             continue
         # The turn is searched from the closest approach to the memorised corner on (the memorisation phase).
         c, closest, k_mem = memorisation(coords[:, p], p, train_idx, corner, e.memorisation_radius)
-        step, angle = sudden_turn(coords[:, p], steps, k_mem or 0, e.turn_window)
+        step, angle = sudden_turn(coords[:, p], steps, k_mem or 0, e.turn_window, corner[p])
         out["turn"][name] = {"step": step, "angle_deg": None if angle is None else round(angle, 2),
                              "memorised_toward": None if c is None else class_names[c],
                              "memorisation_step": None if k_mem is None else int(steps[k_mem]),
