@@ -22,21 +22,24 @@ def read_metrics_log(run_dir: str | Path) -> list[dict]:
 
 
 def probe_agreement(arrays: dict[str, np.ndarray], kinds: list[str]) -> dict[str, float]:
-    """Fraction of generated samples on which the learned and analytic probes pick the same value, per concept."""
+    """Fraction of generated samples on which the learned and analytic probes pick the same value, per concept
+    (empty for real data, which has no analytic probe)."""
+    if "analytic_probs" not in arrays:
+        return {}
     a, b = arrays["probs"].argmax(-1), arrays["analytic_probs"].argmax(-1)
     return {kind: float((a[..., j] == b[..., j]).mean()) for j, kind in enumerate(kinds)}
 
 
 def run_metrics(cfg: ExperimentConfig, arrays: dict[str, np.ndarray]) -> dict:
     """metrics.json content: the trajectory analysis plus context (steps, probe agreement, signal)."""
-    from .signal import concept_signal, normalized_signal
+    from .signal import normalized_signal, space_signal
 
     space = ConceptSpace.from_config(cfg.data)
     kinds, n_values = list(space.kinds), [c.n_values for c in space.concepts]
     names = [str(n) for n in arrays["classes"]]
     metrics = analyze(arrays["probs"], arrays["preds"], arrays["steps"], names, list(space.held_out), kinds,
                       n_values, cfg.eval)
-    signal = concept_signal(space)
+    signal = space_signal(cfg.data)
     metrics.update({
         "steps": arrays["steps"].tolist(),
         "concepts": kinds,

@@ -22,10 +22,9 @@ def _add_common(p: argparse.ArgumentParser, config_required: bool = False) -> No
 
 
 def _signal_table(cfg: ExperimentConfig) -> tuple[dict[str, float], dict[str, float]]:
-    from .concepts import ConceptSpace
-    from .signal import concept_signal, normalized_signal
+    from .signal import normalized_signal, space_signal
 
-    sig = concept_signal(ConceptSpace.from_config(cfg.data))
+    sig = space_signal(cfg.data)
     return sig, normalized_signal(sig)
 
 
@@ -57,6 +56,11 @@ def cmd_data(args: argparse.Namespace) -> int:
     rng = np.random.default_rng(cfg.seed)
     images = {}
     for name in space.class_names:
+        if space.is_real:
+            from .data import real_classes
+
+            images[name] = real_classes(cfg, space, [name], args.n_per_class, rng).images.numpy()
+            continue
         ids = space.class_ids([name] * args.n_per_class)
         # Held-out classes are shown as the model would be asked for them: test mode, at the class means.
         mode = "test" if name in space.held_out else "train"

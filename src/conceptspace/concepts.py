@@ -34,11 +34,16 @@ Mode = Literal["train", "test"]
 
 @dataclass(frozen=True)
 class Concept:
-    """One axis of concept space: its kind, the mean value of each class along it, and the jitter."""
+    """One axis of concept space: its kind, the mean value of each class along it, and the jitter.
+
+    For real data the kind is the attribute's name, `means` is the identity (values are one-hot prompts) and
+    `labels` names the values.
+    """
 
     kind: str
-    means: np.ndarray  # [n_values, KIND_DIMS[kind]]
+    means: np.ndarray  # [n_values, KIND_DIMS[kind]] (real data: [n_values, n_values] one-hot)
     half_range: float
+    labels: tuple[str, ...] | None = None
 
     @property
     def n_values(self) -> int:
@@ -46,6 +51,8 @@ class Concept:
 
     def value_name(self, idx: int) -> str:
         """Readable name of value `idx` (e.g. 'triangle', 'size=0.25')."""
+        if self.labels is not None:
+            return f"{self.kind}={self.labels[idx]}"
         m = self.means[idx]
         if self.kind == "shape":
             return SHAPES[int(m[0])]
@@ -160,13 +167,21 @@ class ConceptSpace:
     blur: float = 1 / 32
     noise: float = 1e-3
     size_floor: float = 0.1
+    is_real: bool = False  # images come from a labelled real data set, not from G
 
     @classmethod
     def from_config(cls, cfg: "DataConfig") -> "ConceptSpace":
         """Build and validate the space; raises ValueError('<key>: <reason>') on impossible settings."""
-        concepts = tuple(
-            _build_concept(kind, cc, f"concepts.{kind}", cfg.size_floor) for kind, cc in cfg.concepts.items()
-        )
+        if cfg.real is not None:
+            concepts = tuple(_real_concept(name, cc, cfg.real.source) for name, cc in cfg.concepts.items())
+        else:
+            unknown = [k for k in cfg.concepts if k not in KIND_DIMS]
+            if unknown:
+                raise ValueError(f"concepts.{unknown[0]}: unknown concept kind (kinds of G: {', '.join(KIND_DIMS)}; "
+                                 "attribute names need data.real)")
+            concepts = tuple(
+                _build_concept(kind, cc, f"concepts.{kind}", cfg.size_floor) for kind, cc in cfg.concepts.items()
+            )
         shape = tuple(c.n_values for c in concepts)
         names = ["".join(map(str, idx)) for idx in itertools.product(*map(range, shape))]
         if cfg.held_out is None:
@@ -181,7 +196,7 @@ class ConceptSpace:
             held = tuple(cfg.held_out)
         if len(held) == len(names):
             raise ValueError("held_out: every class is held out, so the training set is empty")
-        space = cls(concepts, held, cfg.image_size, cfg.blur, cfg.noise, cfg.size_floor)
+        space = cls(concepts, held, cfg.image_size, cfg.blur, cfg.noise, cfg.size_floor, cfg.real is not None)
         _check_masks(space, cfg)
         return space
 
@@ -225,6 +240,19 @@ class ConceptSpace:
         return ", ".join(c.value_name(i) for c, i in zip(self.concepts, self.class_index(name)))
 
 
+def _real_concept(name: str, cc, source: str) -> Concept:
+    """A concept of a real data set: named values, one-hot prompts."""
+    key = f"concepts.{name}"
+    if cc.sep is not None or cc.half_range is not None:
+        raise ValueError(f"{key}: real-data concepts take `values` (value names), not sep / half_range")
+    labels = [str(v) for v in cc.values] if cc.values is not None else ["0", "1"]
+    if len(labels) != 2:
+        raise ValueError(f"{key}.values: real-data concepts are binary (two values), got {len(labels)}")
+    if source == "fashion_mnist" and name not in ("category", "tone"):
+        raise ValueError(f"{key}: Fashion-MNIST concepts are 'category' (a pair of garment names) and 'tone'")
+    return Concept(kind=name, means=np.eye(len(labels)), half_range=0.0, labels=tuple(labels))
+
+
 def _check_masks(space: ConceptSpace, cfg: "DataConfig") -> None:
     for k, rule in enumerate(cfg.mask):
         key = f"mask.{k}"
@@ -234,7 +262,7 @@ def _check_masks(space: ConceptSpace, cfg: "DataConfig") -> None:
             if name not in space.train_classes:
                 raise ValueError(f"{key}.classes: {name!r} is not a training class ({', '.join(space.train_classes)})")
         c = space.concept(rule.concept)
-        if c.kind == "shape":
+        if c.kind == "shape" or c.labels is not None:
             continue  # a one-hot code always holds a 0 and a 1, never a constant mask value
         for i in range(c.n_values):
             lo, hi = c.ranges(i, space.size_floor)

@@ -45,15 +45,32 @@ class MaskRule(StrictModel):
     classes: list[str] | None = None  # None: every training class
 
 
+class RealDataConfig(StrictModel):
+    """Labelled real images instead of G (Fashion-MNIST from Debian, CelebA on disk, or any labelled folder)."""
+
+    source: Literal["fashion_mnist", "celeba", "folder"]
+    # fashion_mnist: the IDX folder (default /usr/share/datasets/fashion-mnist, Debian's dataset-fashion-mnist);
+    # celeba: the folder holding img_align_celeba/ and list_attr_celeba.txt; folder: the images' folder.
+    path: str | None = None
+    csv: str | None = None  # folder source: CSV with a file-name column then one 0/1 column per attribute
+    split: Literal["train", "test", "all"] = "train"  # fashion: IDX files; celeba: partition file (if present)
+    tone_quantile: float = Field(0.5, gt=0.0, lt=1.0)  # fashion tone: within-category split of mean intensity
+    tone_gap: float = Field(0.2, ge=0.0, lt=1.0)  # ... dropping this quantile band around it (ambiguous items)
+    max_per_class: int = Field(2000, ge=1)  # images used per class (balanced subsample)
+    min_per_class: int = Field(20, ge=1)  # fewer images in any class is an error
+
+
 class DataConfig(StrictModel):
-    """The concept space and the data-generating process G."""
+    """The concept space and the data-generating process G (or a labelled real image set, `real`)."""
 
     image_size: int = Field(16, ge=8, le=512)
     # Gaussian edge blur as a fraction of the image width, so 16 px and 32 px images show the same object
     # (the paper's 1 px at 32 px = 1/32).
     blur: float = Field(1 / 32, ge=0.0, le=0.25)
     noise: float = Field(1e-3, ge=0.0, le=0.5)
-    concepts: dict[ConceptKind, ConceptConfig] = Field(
+    # Synthetic: kinds shape, x, y, color, size, bg_color. Real data: attribute names (fashion_mnist: category
+    # and tone; celeba / folder: attribute columns), each with `values` naming its values.
+    concepts: dict[str, ConceptConfig] = Field(
         default_factory=lambda: {"color": ConceptConfig(sep=0.8), "size": ConceptConfig(sep=0.4)}, min_length=1
     )
     held_out: list[str] | None = None  # None: classes with more than one non-zero digit (the paper's split)
@@ -63,6 +80,7 @@ class DataConfig(StrictModel):
     size_floor: float = Field(0.1, gt=0.0)  # smallest train-mode radius (the paper's global floor)
     mask: list[MaskRule] = Field(default_factory=list)
     mask_value: float = 0.0  # value written into the slots of a masked concept (the paper zeroes them)
+    real: RealDataConfig | None = None  # None: images come from G
 
     @model_validator(mode="before")
     @classmethod
@@ -167,7 +185,7 @@ class ProbeConfig(StrictModel):
 
     kind: Literal["learned", "analytic"] = "learned"
     # Separations pooled into the learned probe's training set, so one probe serves a whole sweep.
-    pool_seps: dict[ConceptKind, list[float]] = Field(
+    pool_seps: dict[str, list[float]] = Field(
         default_factory=lambda: {"color": [0.1, 0.2, 0.4, 0.8], "size": [0.2, 0.3, 0.4], "bg_color": [0.1, 0.3, 0.6]}
     )
     n_train_per_class: int = Field(512, ge=1)
@@ -200,7 +218,7 @@ class ElicitConfig(StrictModel):
     methods: list[Literal["naive", "overprompt", "latent", "patch", "cfg"]] = Field(
         default_factory=lambda: ["naive", "overprompt", "latent"]
     )
-    concepts: list[ConceptKind] | None = None  # concepts pushed / boosted; None = every non-categorical one
+    concepts: list[str] | None = None  # concepts pushed / boosted; None = every non-categorical one
     overprompt_scales: list[float] = Field(default_factory=lambda: [0.5, 1.0])  # gaps beyond the class value
     latent_alphas: list[float] = Field(default_factory=lambda: [1.0, 3.0])  # amplification of the concept component
     latent_beta: float = Field(0.1, ge=0.0, le=1.0)  # fraction of the competing component removed

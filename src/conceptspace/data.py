@@ -46,10 +46,32 @@ class TrainingData:
     ood: ConceptImages
 
 
+def real_classes(cfg: ExperimentConfig, space: ConceptSpace, names: list[str], per_class: int | None,
+                 rng: np.random.Generator) -> ConceptImages:
+    """Labelled real images of the given classes (at most `per_class` each), with one-hot prompts."""
+    from .prompts import onehot_prompts
+    from .sources import load_real
+
+    real = load_real(cfg.data)
+    keep = []
+    for name in names:
+        idx = np.nonzero((real.labels == np.array(space.class_index(name))).all(1))[0]
+        keep.append(rng.permutation(idx)[:per_class])
+    keep = np.concatenate(keep) if keep else np.array([], dtype=np.int64)
+    ids = real.labels[keep]
+    return ConceptImages(torch.from_numpy(real.images[keep]), torch.from_numpy(onehot_prompts(space, ids)), ids)
+
+
 def make_dataset(cfg: ExperimentConfig) -> TrainingData:
     """Bit-identical for a given config and seed, in any process (own generator, fixed draw order)."""
     space = ConceptSpace.from_config(cfg.data)
     rng = np.random.default_rng([cfg.seed, 0])
+    if space.is_real:
+        full = real_classes(cfg, space, space.train_classes, cfg.data.n_per_class, rng)
+        order = rng.permutation(len(full))
+        n_val = int(round(cfg.data.val_fraction * len(full)))
+        ood = real_classes(cfg, space, list(space.held_out), cfg.data.n_ood, rng)
+        return TrainingData(space, full.subset(order[n_val:]), full.subset(order[:n_val]), ood)
     full = render_classes(space, [n for n in space.train_classes for _ in range(cfg.data.n_per_class)], "train", rng)
     order = rng.permutation(len(full))
     n_val = int(round(cfg.data.val_fraction * len(full)))

@@ -139,20 +139,23 @@ def evaluate_run(run_dir: str | Path, cfg: ExperimentConfig | None = None, tag: 
     space = ConceptSpace.from_config(cfg.data)
     probe = get_probe(cfg, progress)
     check_probe_space(probe, space)
-    analytic = probe if isinstance(probe, AnalyticProbe) else AnalyticProbe.calibrate(space)
+    # The analytic probe inverts G: a cross-check for synthetic data only.
+    analytic = None if space.is_real else probe if isinstance(probe, AnalyticProbe) else AnalyticProbe.calibrate(space)
     names = space.class_names
     n, P, C = cfg.eval.n_samples, len(names), len(space.concepts)
     prompts = torch.from_numpy(np.repeat(class_prompts(space, names), n, axis=0))  # [P * S, D]
 
     def read(model, objective) -> dict[str, np.ndarray]:
-        images, (probs, a_probs) = generate_and_read(model, objective, cfg, space, [probe, analytic], prompts)
-        probs = probs.reshape(1, P, n, C, -1)
-        return {
+        images, read_by = generate_and_read(model, objective, cfg, space, [p for p in (probe, analytic) if p], prompts)
+        probs = read_by[0].reshape(1, P, n, C, -1)
+        out = {
             "probs": probs,
             "preds": probs.argmax(-1).astype(np.int8),
-            "analytic_probs": a_probs.reshape(1, P, n, C, -1),
             "samples": (images.reshape(P, n, *images.shape[1:])[None, :, :N_SHOW] * 255).round().astype(np.uint8),
         }
+        if analytic is not None:
+            out["analytic_probs"] = read_by[1].reshape(1, P, n, C, -1)
+        return out
 
     static = {"classes": np.array(names), "held_out": np.array([nm in space.held_out for nm in names])}
     over_new_checkpoints(run_dir, path, arrays, read, static, "evaluate", progress)

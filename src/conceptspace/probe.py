@@ -160,7 +160,7 @@ def probe_key(data: DataConfig, probe: ProbeConfig) -> str:
     relevant = {
         "format": PROBE_FORMAT,
         "concepts": concepts,
-        "data": data.model_dump(mode="json", include={"image_size", "blur", "noise", "size_floor"}),
+        "data": data.model_dump(mode="json", include={"image_size", "blur", "noise", "size_floor", "real"}),
         "probe": probe.model_dump(mode="json", exclude={"cache_dir", "kind", "min_accuracy"}),
     }
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
@@ -184,6 +184,7 @@ class LearnedProbe:
     net: ProbeNet
     accuracy_: dict[str, float]
     key: str
+    held_out_accuracy_: dict[str, float] | None = None  # real data: accuracy on the held-out combinations alone
 
     @torch.no_grad()
     def predict_proba(self, images: np.ndarray | torch.Tensor, batch_size: int = 1024) -> list[np.ndarray]:
@@ -193,23 +194,43 @@ class LearnedProbe:
         return [torch.cat([p[j] for p in parts]).softmax(1).numpy() for j in range(len(self.space.concepts))]
 
 
+def _accuracy(net: ProbeNet, space: ConceptSpace, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    probs = LearnedProbe(space, net, {}, "").predict_proba(x)
+    return {c.kind: float((p.argmax(1) == y[:, j]).mean()) for j, (c, p) in enumerate(zip(space.concepts, probs))}
+
+
 def _test_accuracy(net: ProbeNet, spaces: list[ConceptSpace], cfg: ProbeConfig, seed: int) -> dict[str, float]:
     x, y = _render_pool(spaces, cfg.n_test_per_class, "test", np.random.default_rng([seed, 1]))
-    probe = LearnedProbe(spaces[0], net, {}, "")
-    probs = probe.predict_proba(x)
-    return {c.kind: float((p.argmax(1) == y[:, j]).mean()) for j, (c, p) in enumerate(zip(spaces[0].concepts, probs))}
+    return _accuracy(net, spaces[0], x, y)
+
+
+def _real_probe_data(data: DataConfig, seed: int) -> tuple[ConceptSpace, np.ndarray, np.ndarray, np.ndarray,
+                                                           np.ndarray]:
+    """Real images of every class (held-out included), split 80 / 20 into probe training and test sets."""
+    from .sources import load_real
+
+    space = ConceptSpace.from_config(data)
+    real = load_real(data)
+    order = np.random.default_rng([seed, 5]).permutation(len(real.labels))
+    cut = int(0.8 * len(order))
+    tr, te = order[:cut], order[cut:]
+    return space, real.images[tr], real.labels[tr], real.images[te], real.labels[te]
 
 
 def train_probe(data: DataConfig, cfg: ProbeConfig, seed: int = 0, progress: bool | None = None) -> LearnedProbe:
-    """Train a probe on all classes pooled over separations; report its accuracy on fresh test-mode images."""
+    """Train a probe on all classes (pooled over separations for G, all labelled images for real data); report
+    its per-concept accuracy on held-back test images (and, for real data, on the held-out combinations alone)."""
     from tqdm import tqdm
 
-    spaces = probe_spaces(data, cfg)
-    rng = np.random.default_rng([seed, 0])
-    x, y = _render_pool(spaces, cfg.n_train_per_class, "train", rng)
+    if data.real is not None:
+        space, x, y, x_test, y_test = _real_probe_data(data, seed)
+    else:
+        spaces = probe_spaces(data, cfg)
+        space = spaces[0]
+        x, y = _render_pool(spaces, cfg.n_train_per_class, "train", np.random.default_rng([seed, 0]))
     x_t, y_t = torch.from_numpy(x), torch.from_numpy(y)
     torch.manual_seed(seed)
-    net = ProbeNet([c.n_values for c in spaces[0].concepts], cfg.width)
+    net = ProbeNet([c.n_values for c in space.concepts], cfg.width)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(seed)
     show = sys.stderr.isatty() if progress is None else progress
@@ -220,8 +241,12 @@ def train_probe(data: DataConfig, cfg: ProbeConfig, seed: int = 0, progress: boo
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    acc = _test_accuracy(net, spaces, cfg, seed)
-    return LearnedProbe(spaces[0], net, acc, probe_key(data, cfg))
+    if data.real is None:
+        return LearnedProbe(space, net, _test_accuracy(net, spaces, cfg, seed), probe_key(data, cfg))
+    probe = LearnedProbe(space, net, _accuracy(net, space, x_test, y_test), probe_key(data, cfg))
+    held = np.isin(np.array(["".join(map(str, r)) for r in y_test]), space.held_out)
+    probe.held_out_accuracy_ = _accuracy(net, space, x_test[held], y_test[held]) if held.any() else {}
+    return probe
 
 
 def cache_dir(cfg: ProbeConfig) -> Path:
@@ -245,13 +270,16 @@ def get_learned_probe(data: DataConfig, cfg: ProbeConfig, progress: bool | None 
         net = ProbeNet(n_values, cfg.width)
         net.load_state_dict(tensors)
         probe = LearnedProbe(space, net, meta["accuracy"], key)
+        probe.held_out_accuracy_ = meta.get("held_out_accuracy")
     else:
         probe = train_probe(data, cfg, progress=progress)
-        meta = {"key": key, "kinds": list(space.kinds), "n_values": n_values, "accuracy": probe.accuracy_}
+        meta = {"key": key, "kinds": list(space.kinds), "n_values": n_values, "accuracy": probe.accuracy_,
+                "held_out_accuracy": probe.held_out_accuracy_}
         save_tensors(path, probe.net.state_dict(), meta)
-    # Check on fresh test-mode images of the pooled spaces (stored) and of this run's own space (now, cheap).
-    own = _test_accuracy(probe.net, [ConceptSpace.from_config(data.model_copy(update={"mask": []}))], cfg, seed=7)
-    probe.accuracy_ = {k: min(v, own[k]) for k, v in probe.accuracy_.items()}
+    if data.real is None:
+        # Check on fresh test-mode images of the pooled spaces (stored) and of this run's own space (now, cheap).
+        own = _test_accuracy(probe.net, [ConceptSpace.from_config(data.model_copy(update={"mask": []}))], cfg, 7)
+        probe.accuracy_ = {k: min(v, own[k]) for k, v in probe.accuracy_.items()}
     worst = min(probe.accuracy_, key=probe.accuracy_.get)
     if probe.accuracy_[worst] < cfg.min_accuracy:
         raise ProbeError(
@@ -264,6 +292,8 @@ def get_learned_probe(data: DataConfig, cfg: ProbeConfig, progress: bool | None 
 def get_probe(cfg: ExperimentConfig, progress: bool | None = None):
     """The probe named by cfg.probe.kind for this run's space."""
     if cfg.probe.kind == "analytic":
+        if cfg.data.real is not None:
+            raise ProbeError("probe.kind=analytic inverts G and cannot read real images; use probe.kind=learned")
         return AnalyticProbe.calibrate(ConceptSpace.from_config(cfg.data))
     return get_learned_probe(cfg.data, cfg.probe, progress)
 

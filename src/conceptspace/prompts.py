@@ -29,6 +29,12 @@ class PromptLayout:
 
     @classmethod
     def for_space(cls, space: ConceptSpace) -> "PromptLayout":
+        if space.is_real:  # real data: one one-hot block per concept, in order (the paper's CelebA prompts)
+            slices, start = {}, 0
+            for c in space.concepts:
+                slices[c.kind] = slice(start, start + c.n_values)
+                start += c.n_values
+            return cls(slices, start)
         n_shapes = space.concept("shape").n_values if "shape" in space.kinds else 2
         widths = {"shape": n_shapes, "x": 1, "y": 1, "color": 3, "size": 1, "bg_color": 3}
         slices, start = {}, 0
@@ -52,8 +58,20 @@ def encode_prompt(space: ConceptSpace, values: ConceptValues) -> np.ndarray:
     return h
 
 
+def onehot_prompts(space: ConceptSpace, class_ids: np.ndarray) -> np.ndarray:
+    """Real-data prompts [N, D]: the concatenated one-hot codes of each concept's value."""
+    layout = PromptLayout.for_space(space)
+    class_ids = np.asarray(class_ids).reshape(-1, len(space.concepts))
+    h = np.zeros((len(class_ids), layout.dim), dtype=np.float32)
+    for j, c in enumerate(space.concepts):
+        h[np.arange(len(h)), layout.slices[c.kind].start + class_ids[:, j]] = 1.0
+    return h
+
+
 def class_prompts(space: ConceptSpace, names: list[str]) -> np.ndarray:
     """Nominal prompts (class means) [N, D] for class names: what 'naive prompting' asks for."""
+    if space.is_real:
+        return onehot_prompts(space, space.class_ids(names))
     values = sample_values(space, space.class_ids(names), "test", np.random.default_rng(0))
     return encode_prompt(space, values)
 

@@ -35,3 +35,13 @@ def normalized_signal(signal: dict[str, float]) -> dict[str, float]:
     """The concept-signal vector scaled to unit L2 norm (the paper's "relative concept signal")."""
     norm = float(np.sqrt(sum(v * v for v in signal.values())))
     return {k: (v / norm if norm > 0 else 0.0) for k, v in signal.items()}
+
+
+def space_signal(data) -> dict[str, float]:
+    """The concept signal of a data config: paired renders of G, or class-mean images for real data."""
+    space = ConceptSpace.from_config(data)
+    if space.is_real:
+        from .sources import class_mean_signal, load_real
+
+        return class_mean_signal(space, load_real(data))
+    return concept_signal(space)
