@@ -24,12 +24,15 @@ bench: $(STAMP)
 
 install: $(STAMP)
 
-# Debian packages the tests use: headless Chromium for the report test. Installed when missing (needs root and
-# apt); if that fails the browser test is skipped and says why.
+# Debian packages: headless Chromium for the report test, and Fashion-MNIST (the real-image data set; nothing is
+# downloaded at run time). Installed when missing (needs root and apt); if that fails the tests that need them are
+# skipped and say why.
+FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 system-deps:
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
-	  { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) \
-	    >/dev/null 2>&1 || echo "warning: could not install chromium; the browser test will be skipped"; }
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && test -f $(FASHION) || \
+	  { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
+	    dataset-fashion-mnist) >/dev/null 2>&1 || \
+	    echo "warning: could not install chromium / dataset-fashion-mnist; tests that need them will be skipped"; }
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
