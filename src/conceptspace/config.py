@@ -166,7 +166,7 @@ class SamplerConfig(StrictModel):
 class TrainConfig(StrictModel):
     """Optimisation and checkpointing."""
 
-    steps: int = Field(4000, ge=1)
+    steps: int = Field(6000, ge=1)
     batch_size: int = Field(64, ge=1)
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(0.01, ge=0.0)
