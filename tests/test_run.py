@@ -74,3 +74,9 @@ def test_evaluate_bad_directories(tmp_path, capsys):
     (run / "run.json").write_text('{"status": "running"}')
     assert main(["evaluate", str(run)]) == 2
     assert "no checkpoints yet" in capsys.readouterr().err
+
+
+def test_summary_table(micro_run, capsys):
+    assert main(["summary", str(micro_run)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("| run | held-out") and out[2].startswith(f"| {micro_run.name} | 11 |")

@@ -243,6 +243,34 @@ def cmd_toy_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def summary_table(run_dirs: list[str]) -> str:
+    """A Markdown table of the key numbers of several runs (e.g. seeds), from their metrics.json."""
+    head = ("| run | held-out | learned at (held-out) | final accuracy | memorised toward | turn step (angle) | "
+            "onsets | gap |\n|---|---|---|---|---|---|---|---|")
+    rows = [head]
+    for d in run_dirs:
+        m = json.loads((Path(d) / "metrics.json").read_text())
+        for name, c in m["classes"].items():
+            if not c["held_out"]:
+                continue
+            learned = ", ".join(f"{k} {v if v is not None else 'never'}" for k, v in c["learning_step"].items())
+            final = ", ".join(f"{k} {v:.2f}" for k, v in c["final_accuracy"].items())
+            t = m.get("turn", {}).get(name, {})
+            turn = f"{t['step']} ({t['angle_deg']:.0f}°)" if t.get("step") is not None else "none"
+            e = m.get("elicitation", {}).get(name, {})
+            onsets = ", ".join(f"{k} {v if v is not None else 'never'}" for k, v in e.get("onset_step", {}).items())
+            gap = e.get("gap_steps")
+            gap = gap if gap is not None else ("naive never" if e.get("naive_never_reached") else "-")
+            rows.append(f"| {Path(d).name} | {name} | {learned} | {final} | {t.get('memorised_toward') or '-'} | "
+                        f"{turn} | {onsets or '-'} | {gap} |")
+    return "\n".join(rows)
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    print(summary_table(args.run_dirs))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="conceptspace", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -304,6 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep", default=None, help="a masking sweep directory: fit a per masking probability")
     p.add_argument("--out", default="runs/toy-model", help="output directory")
     p.set_defaults(func=cmd_toy_model)
+
+    p = sub.add_parser("summary", help="a Markdown table of the key numbers of several runs (e.g. seeds)")
+    p.add_argument("run_dirs", nargs="+", help="run directories with metrics.json")
+    p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("signal", help="print the concept signal of each concept")
     _add_common(p)

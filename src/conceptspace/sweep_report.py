@@ -17,6 +17,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from .analysis import trajectory_arrays
+from .concepts import ConceptSpace
 from .config import load_config
 from .evaluate import load_eval
 from .report import STYLE, _img
@@ -36,8 +37,6 @@ def collect_runs(sweep_dir: str | Path) -> list[dict]:
             continue
         cfg = load_config(run_dir / "config.yaml")
         metrics = json.loads((run_dir / "metrics.json").read_text())
-        from .concepts import ConceptSpace
-
         space = ConceptSpace.from_config(cfg.data)
         seps = {}
         for c in space.concepts:
