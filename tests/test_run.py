@@ -76,7 +76,8 @@ def test_evaluate_bad_directories(tmp_path, capsys):
     assert "no checkpoints yet" in capsys.readouterr().err
 
 
-def test_summary_table(micro_run, capsys):
-    assert main(["summary", str(micro_run)]) == 0
+def test_summary_table_and_seed_figure(micro_run, capsys, tmp_path):
+    assert main(["summary", str(micro_run), str(micro_run), "--figure", str(tmp_path / "f.png")]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("| run | held-out") and out[2].startswith(f"| {micro_run.name} | 11 |")
+    assert (tmp_path / "f.png").stat().st_size > 1000

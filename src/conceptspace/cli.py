@@ -268,6 +268,21 @@ def summary_table(run_dirs: list[str]) -> str:
 
 def cmd_summary(args: argparse.Namespace) -> int:
     print(summary_table(args.run_dirs))
+    if args.figure:
+        from .evaluate import load_eval
+        from .plots import plot_elicitation_seeds
+
+        runs = {}
+        for d in args.run_dirs:
+            path = Path(d) / "eval" / "default" / "elicitation.npz"
+            if path.is_file():
+                e = load_eval(path)
+                runs[d] = {"steps": e["steps"], "methods": [str(m) for m in e["methods"]], "joint": e["joint"][:, :, 0],
+                           "held": str(e["held_out"][0])}
+        if not runs:
+            raise ConceptspaceError("no eval/default/elicitation.npz in these runs: run `conceptspace elicit` first")
+        plot_elicitation_seeds(runs, next(iter(runs.values()))["held"]).savefig(args.figure, dpi=110)
+        print(f"wrote {args.figure}")
     return 0
 
 
@@ -335,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("summary", help="a Markdown table of the key numbers of several runs (e.g. seeds)")
     p.add_argument("run_dirs", nargs="+", help="run directories with metrics.json")
+    p.add_argument("--figure", default=None, help="also write the elicitation figure across these runs (PNG)")
     p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("signal", help="print the concept signal of each concept")

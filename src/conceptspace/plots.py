@@ -233,3 +233,31 @@ def plot_elicitation(steps: np.ndarray, joint: np.ndarray, names: list[str], met
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def plot_elicitation_seeds(runs: dict[str, dict], held: str, threshold: float = 0.8) -> Figure:
+    """Held-out joint accuracy per method over training across runs (seeds): thin lines per run (best of each
+    method's grid), thick line their mean (on the first run's checkpoints)."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    methods = list(dict.fromkeys(m for r in runs.values() for m in r["methods"]))
+    for c, m in enumerate(methods):
+        color = "k" if m == "naive" else f"C{c}"
+        curves = []
+        for r in runs.values():
+            cols = [i for i, mm in enumerate(r["methods"]) if mm == m]
+            if cols:
+                best = r["joint"][:, cols].max(1)
+                ax.plot(r["steps"], best, color=color, lw=0.7, alpha=0.45)
+                curves.append(np.interp(np.log(next(iter(runs.values()))["steps"]), np.log(r["steps"]), best))
+        if curves:
+            ax.plot(next(iter(runs.values()))["steps"], np.mean(curves, 0), color=color, lw=2.4,
+                    label=f"{m} (mean of {len(curves)})")
+    ax.axhline(threshold, color="0.5", lw=0.6, ls=":")
+    ax.set_xscale("log")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(f"joint accuracy of {held} (best of grid)")
+    ax.set_title(f"eliciting {held}: runs thin, mean thick", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -53,8 +53,18 @@ def reading(metrics: dict) -> list[str]:
     for name, e in elic.items():
         on = ", ".join(f"{m} {s if s is not None else 'never'}" for m, s in e.get("onset_step", {}).items())
         gap = e.get("gap_steps")
-        lines.append(f"Elicitation of {name}: onset steps {on}; hidden-capability gap "
-                     + (f"{gap} steps." if gap is not None else "undefined (an onset is missing)."))
+        text = f"Elicitation of {name}: onset steps {on}; hidden-capability gap "
+        if gap is not None:
+            text += f"{gap} steps."
+        elif e.get("naive_never_reached") and e.get("best_intervention_onset") is not None:
+            text += "open-ended: an intervention reached the threshold, naive prompting never did within the run."
+        else:
+            text += "undefined (an onset is missing)."
+        dist = {m: d for m, d in (e.get("turn_distance_checkpoints") or {}).items() if d is not None}
+        if dist:
+            text += " Onset minus sudden turn, in checkpoints: " + ", ".join(f"{m} {d:+d}" for m, d in dist.items())
+            text += " (|d| <= 2: they coincide)."
+        lines.append(text)
     agree = metrics.get("probe_agreement")
     if agree:
         lines.append("Learned and analytic probes agree on " + ", ".join(f"{k} {v:.1%}" for k, v in agree.items())
