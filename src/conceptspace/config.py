@@ -208,6 +208,9 @@ class EvalConfig(StrictModel):
     run_length: int = Field(3, ge=1)  # ... for this many consecutive checkpoints ...
     smoothing: float = Field(1.5, ge=0.0)  # ... after Gaussian smoothing along checkpoints (sigma, in checkpoints)
     memorisation_radius: float = Field(0.5, gt=0.0)  # a held-out trajectory this close to a training corner
+    # The analysis of held-out trajectories starts once the training classes are drawn: their mean accuracy this
+    # fraction of the way from chance to perfect (0.75 for binary concepts). Before, samples are noise.
+    drawing_level: float = Field(0.5, ge=0.0, le=1.0)
     turn_window: int = Field(2, ge=1)  # heading change measured over +-this many checkpoints
     saturation_msd: float = Field(0.01, gt=0.0)  # training saturated: mean squared distance to corners below
 

@@ -124,7 +124,14 @@ def analyze(probs: np.ndarray, preds: np.ndarray, steps: np.ndarray, class_names
     corner = corners(class_names, n_values)
     acc = hard_accuracy(preds, class_names)  # [K, P, C]
     train_idx = [i for i, n in enumerate(class_names) if n not in held_out]
-    out: dict = {"classes": {}, "turn": {}}
+    # Before the model draws its training classes at all, its samples are noise and the probe's reading of them
+    # is arbitrary: the memorisation phase is looked for from the first checkpoint at which the training classes'
+    # mean accuracy (over classes and concepts) is `e.drawing_level` of the way from chance to perfect.
+    chance = float(np.mean([1 / n for n in n_values]))
+    level = chance + e.drawing_level * (1 - chance)
+    drawing = np.nonzero(smooth(acc[:, train_idx].mean(axis=(1, 2)), e.smoothing) >= level)[0]
+    k_draw = int(drawing[0]) if len(drawing) else len(steps) - 1
+    out: dict = {"classes": {}, "turn": {}, "drawing_step": int(steps[k_draw])}
     for p, name in enumerate(class_names):
         out["classes"][name] = {
             "held_out": name in held_out,
@@ -137,8 +144,9 @@ def analyze(probs: np.ndarray, preds: np.ndarray, steps: np.ndarray, class_names
         if name not in held_out:
             continue
         # The turn is searched from the closest approach to the memorised corner on (the memorisation phase).
-        c, closest, k_mem = memorisation(coords[:, p], p, train_idx, corner, e.memorisation_radius)
-        step, angle = sudden_turn(coords[:, p], steps, k_mem or 0, e.turn_window, corner[p])
+        c, closest, k_mem = memorisation(coords[k_draw:, p], p, train_idx, corner, e.memorisation_radius)
+        k_mem = None if k_mem is None else k_mem + k_draw
+        step, angle = sudden_turn(coords[:, p], steps, k_draw if k_mem is None else k_mem, e.turn_window, corner[p])
         out["turn"][name] = {"step": step, "angle_deg": None if angle is None else round(angle, 2),
                              "memorised_toward": None if c is None else class_names[c],
                              "memorisation_step": None if k_mem is None else int(steps[k_mem]),
