@@ -124,6 +124,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 0
     cfg = _run_cfg(args)
     analyze_run(args.run_dir, cfg, tag=args.tag)
+    if (Path(args.run_dir) / "eval" / args.tag / "elicitation.npz").is_file():
+        from .capability import add_onsets_to_metrics
+
+        add_onsets_to_metrics(args.run_dir, cfg, tag=args.tag)  # onsets relative to the recomputed turn
     print(f"wrote {write_report(args.run_dir, cfg, tag=args.tag)}")
     return 0
 
