@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -132,17 +131,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _elicit(run_dir: Path, cfg: ExperimentConfig, tag: str = "default", force: bool = False) -> dict:
-    from .capability import add_onsets_to_metrics, elicit_run
-
-    if len(cfg.elicit.methods) == 0:
-        return json.loads((run_dir / "metrics.json").read_text())
-    elicit_run(run_dir, cfg, tag=tag, force=force)
-    return add_onsets_to_metrics(run_dir, cfg, tag=tag)
-
-
 def cmd_elicit(args: argparse.Namespace) -> int:
     from .analysis import analyze_run
+    from .pipeline import elicit_and_score
     from .report import write_report
 
     overrides = list(args.overrides)
@@ -153,7 +144,7 @@ def cmd_elicit(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     if not (run_dir / "metrics.json").is_file():
         analyze_run(run_dir, cfg, tag=args.tag)
-    metrics = _elicit(run_dir, cfg, tag=args.tag, force=args.force)
+    metrics = elicit_and_score(run_dir, cfg, tag=args.tag, force=args.force)
     for held, e in metrics["elicitation"].items():
         on = ", ".join(f"{m} {s if s is not None else 'never'}" for m, s in e["onset_step"].items())
         print(f"{held}: onset steps: {on}; gap {e['gap_steps'] if e['gap_steps'] is not None else 'n/a'}"
@@ -162,33 +153,9 @@ def cmd_elicit(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_pipeline(cfg: ExperimentConfig, run_dir: Path, resume: bool = False, overwrite: bool = False) -> Path:
-    """The main job: train, evaluate, analyse, plot and report."""
-    from .analysis import analyze_run
-    from .evaluate import evaluate_run
-    from .report import reading, write_report
-    import torch
-
-    from .train import train
-
-    # Evaluation runs in this process too: keep it to the run's thread budget (sweeps run one thread per core).
-    torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)
-    info = run_dir / "run.json"
-    if resume and info.is_file() and json.loads(info.read_text()).get("status") == "done":
-        print(f"{run_dir}: training already done; evaluating what is new", file=sys.stderr)
-    else:
-        # `run --resume` on a fresh directory simply starts: it makes `make demo` safe to repeat.
-        train(cfg, run_dir, resume=resume and (run_dir / "config.yaml").is_file(), overwrite=overwrite)
-    evaluate_run(run_dir, cfg, force=overwrite)
-    analyze_run(run_dir, cfg)
-    metrics = _elicit(run_dir, cfg, force=overwrite)
-    report = write_report(run_dir, cfg)
-    for line in reading(metrics):
-        print(line)
-    return report
-
-
 def cmd_run(args: argparse.Namespace) -> int:
+    from .pipeline import run_pipeline
+
     run_dir = Path(args.run_dir)
     if args.resume and args.config is None:
         cfg = load_config(run_dir / "config.yaml", args.overrides)

@@ -137,7 +137,7 @@ def run_status(run_dir: Path) -> str | None:
 
 def run_point(run_dir: str, config_yaml: str, threads: int = 1) -> dict:
     """Run (or resume) one sweep point under a per-run lock. Never raises: failures come back as a result."""
-    from .cli import run_pipeline
+    from .pipeline import run_pipeline
     from .config import load_config
 
     run_dir_p = Path(run_dir)
