@@ -28,6 +28,7 @@ from .config import ExperimentConfig
 from .elicitation import (
     Elicitation,
     ElicitationError,
+    best_of_grid,
     build_elicitations,
     joint_accuracy,
     latent_hook,
@@ -146,13 +147,9 @@ def onset_metrics(arrays: dict[str, np.ndarray], threshold: float = 0.8, run_len
     out = {}
     for h, held in enumerate(str(x) for x in arrays["held_out"]):
         joint = arrays["joint"][:, :, h]  # [K, E]
-        per_method, grid = {}, {}
-        for m in dict.fromkeys(methods):
-            cols = [i for i, mm in enumerate(methods) if mm == m]
-            best = joint[:, cols].max(axis=1)
-            per_method[m] = first_sustained(best, steps, threshold, run_length)
-            for i in cols:
-                grid[names[i]] = first_sustained(joint[:, i], steps, threshold, run_length)
+        per_method = {m: first_sustained(best, steps, threshold, run_length)
+                      for m, best in best_of_grid(joint, methods).items()}
+        grid = {names[i]: first_sustained(joint[:, i], steps, threshold, run_length) for i in range(len(names))}
         naive = per_method.get("naive")
         others = [v for m, v in per_method.items() if m != "naive" and v is not None]
         best_other = min(others) if others else None

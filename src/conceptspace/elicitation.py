@@ -202,3 +202,8 @@ def joint_accuracy(probs: np.ndarray, held_name: str) -> np.ndarray:
     digits = [int(ch) for ch in held_name]
     p = np.stack([probs[..., j, d] for j, d in enumerate(digits)], axis=-1)  # [..., S, C]
     return p.prod(-1).mean(-1)
+
+
+def best_of_grid(joint: np.ndarray, methods: list[str]) -> dict[str, np.ndarray]:
+    """[K, E] joint accuracy -> {method: [K] max over that method's grid points}, methods in first-seen order."""
+    return {m: joint[:, [i for i, mm in enumerate(methods) if mm == m]].max(axis=1) for m in dict.fromkeys(methods)}

@@ -210,54 +210,54 @@ def trajectory_gif_frames(coords: np.ndarray, steps: np.ndarray, samples: np.nda
 def plot_elicitation(steps: np.ndarray, joint: np.ndarray, names: list[str], methods: list[str], held: str,
                      onsets: dict | None = None, turn_step: int | None = None, threshold: float = 0.8) -> Figure:
     """Held-out joint accuracy over training for each way of asking: best of grid thick, grid points thin."""
+    from .elicitation import best_of_grid
+
     fig, ax = plt.subplots(figsize=(6.2, 3.6))
-    for c, m in enumerate(dict.fromkeys(methods)):
+    for c, (m, best) in enumerate(best_of_grid(joint, methods).items()):
         cols = [i for i, mm in enumerate(methods) if mm == m]
         color = "k" if m == "naive" else f"C{c}"
         if len(cols) > 1:
             for i in cols:
                 ax.plot(steps, joint[:, i], color=color, lw=0.6, alpha=0.35)
-        label = m if len(cols) == 1 else f"{m} (best of {len(cols)})"
-        ax.plot(steps, joint[:, cols].max(1), color=color, lw=2.2, label=label)
+        ax.plot(steps, best, color=color, lw=2.2, label=m if len(cols) == 1 else f"{m} (best of {len(cols)})")
         onset = (onsets or {}).get(m)
         if onset is not None:
             ax.axvline(onset, color=color, lw=0.8, ls="--")
     if turn_step is not None:
         ax.axvline(turn_step, color="gold", lw=2, alpha=0.8, label=f"sudden turn ({turn_step})")
+    _accuracy_axes(ax, threshold, f"joint accuracy of {held}", f"eliciting held-out class {held} (dashed: onsets)")
+    fig.tight_layout()
+    return fig
+
+
+def _accuracy_axes(ax, threshold: float, ylabel: str, title: str) -> None:
+    """Shared styling of accuracy-over-training axes: log steps, [0, 1], the threshold dotted."""
     ax.axhline(threshold, color="0.5", lw=0.6, ls=":")
     ax.set_xscale("log")
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("training step")
-    ax.set_ylabel(f"joint accuracy of {held}")
-    ax.set_title(f"eliciting held-out class {held} (dashed: onsets)", fontsize=10)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
 
 
 def plot_elicitation_seeds(runs: dict[str, dict], held: str, threshold: float = 0.8) -> Figure:
     """Held-out joint accuracy per method over training across runs (seeds): thin lines per run (best of each
     method's grid), thick line their mean (on the first run's checkpoints)."""
+    from .elicitation import best_of_grid
+
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    methods = list(dict.fromkeys(m for r in runs.values() for m in r["methods"]))
+    ref = next(iter(runs.values()))["steps"]  # the mean is taken on the first run's checkpoints
+    bests = [best_of_grid(r["joint"], r["methods"]) for r in runs.values()]
+    methods = list(dict.fromkeys(m for b in bests for m in b))
     for c, m in enumerate(methods):
         color = "k" if m == "naive" else f"C{c}"
         curves = []
-        for r in runs.values():
-            cols = [i for i, mm in enumerate(r["methods"]) if mm == m]
-            if cols:
-                best = r["joint"][:, cols].max(1)
-                ax.plot(r["steps"], best, color=color, lw=0.7, alpha=0.45)
-                curves.append(np.interp(np.log(next(iter(runs.values()))["steps"]), np.log(r["steps"]), best))
-        if curves:
-            ax.plot(next(iter(runs.values()))["steps"], np.mean(curves, 0), color=color, lw=2.4,
-                    label=f"{m} (mean of {len(curves)})")
-    ax.axhline(threshold, color="0.5", lw=0.6, ls=":")
-    ax.set_xscale("log")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("training step")
-    ax.set_ylabel(f"joint accuracy of {held} (best of grid)")
-    ax.set_title(f"eliciting {held}: runs thin, mean thick", fontsize=10)
-    ax.legend(fontsize=7)
+        for r, b in zip(runs.values(), bests):
+            if m in b:
+                ax.plot(r["steps"], b[m], color=color, lw=0.7, alpha=0.45)
+                curves.append(np.interp(np.log(ref), np.log(r["steps"]), b[m]))
+        ax.plot(ref, np.mean(curves, 0), color=color, lw=2.4, label=f"{m} (mean of {len(curves)})")
+    _accuracy_axes(ax, threshold, f"joint accuracy of {held} (best of grid)", f"eliciting {held}: runs thin, mean thick")
     fig.tight_layout()
     return fig
