@@ -37,6 +37,18 @@ def plot_class_grid(space: ConceptSpace, images: dict[str, np.ndarray], title: s
     return fig
 
 
+def concept_axes(ax, kinds: list[str], three_d: bool) -> None:
+    """Concept-space axes: one per concept, P(value 1) in [0, 1] (square in 2-D)."""
+    ax.set_xlabel(f"{kinds[0]}: P(value 1)")
+    ax.set_ylabel(f"{kinds[1]}: P(value 1)")
+    if three_d:
+        ax.set_zlabel(f"{kinds[2]}: P(value 1)")
+    else:
+        ax.set_xlim(-0.05, 1.05)
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_aspect("equal")
+
+
 def _colored_line(ax, pts: np.ndarray, steps: np.ndarray, cmap: str, lw: float, ls: str = "-", alpha: float = 1.0):
     from matplotlib.collections import LineCollection
 
@@ -92,16 +104,9 @@ def plot_trajectories(coords: np.ndarray, steps: np.ndarray, class_names: list[s
             k = int(np.searchsorted(steps, step))
             ax.scatter(*pts[min(k, len(pts) - 1)], marker="ovD^P"[j % 5], s=60, facecolor="none",
                        edgecolor=f"C{j}", lw=1.8, zorder=6, label=f"{method} onset @ {step}")
-    ax.set_xlabel(f"{kinds[0]}: P(value 1)")
-    ax.set_ylabel(f"{kinds[1]}: P(value 1)")
-    if three_d:
-        ax.set_zlabel(f"{kinds[2]}: P(value 1)")
-    else:
-        ax.set_xlim(-0.05, 1.05)
-        ax.set_ylim(-0.05, 1.05)
-        ax.set_aspect("equal")
-        if lc is not None:
-            fig.colorbar(lc, ax=ax, label="training step", shrink=0.8)
+    concept_axes(ax, kinds, three_d)
+    if not three_d and lc is not None:
+        fig.colorbar(lc, ax=ax, label="training step", shrink=0.8)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
     ax.set_title(title or "trajectories in concept space", fontsize=10)

@@ -17,6 +17,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from .analysis import trajectory_arrays
+from .plots import concept_axes
 from .concepts import ConceptSpace
 from .config import load_config
 from .evaluate import load_eval
@@ -184,14 +185,8 @@ def plot_held_out_trajectories(runs: list[dict], concept: str, kinds: list[str])
         dims = 3 if three else 2
         ax.plot(*mean[:, :dims].T, color=color, lw=2, label=f"Δ{concept}={sep:g}")
         ax.scatter(*mean[-1, :dims], color=color, s=15)
-    ax.set_xlabel(f"{kinds[0]}: P(value 1)")
-    ax.set_ylabel(f"{kinds[1]}: P(value 1)")
-    if three:
-        ax.set_zlabel(f"{kinds[2]}: P(value 1)")
-    else:
-        ax.set_xlim(-0.05, 1.05)
-        ax.set_ylim(-0.05, 1.05)
-        ax.set_aspect("equal")
+    concept_axes(ax, kinds, three)
+    if not three:
         sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, 1))
         fig.colorbar(sm, ax=ax, label=f"normalised {concept} signal", shrink=0.8)
     ax.legend(fontsize=7)
