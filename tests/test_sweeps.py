@@ -135,3 +135,21 @@ def test_sweep_report_on_a_micro_sweep(tmp_path):
     assert all(len(p) == 2 for p in m["speed_vs_signal"]["color"]["points"])
     assert "data:image/png;base64" in report.read_text()
     assert np.isfinite(m["speed_vs_signal"]["color"]["points"][0][0])
+
+
+def test_sweep_report_on_a_micro_masking_sweep(tmp_path):
+    spec = {"base": str(ROOT / "configs" / "masking.yaml"), "grid": {"data.mask.0.p": [0.0, 1.0]},
+            "set": {"data.image_size": 8, "data.n_per_class": 32, "data.n_ood": 4, "model.widths": [8, 16],
+                    "model.norm_groups": 4, "probe.kind": "analytic", "train.steps": 6, "train.n_checkpoints": 2,
+                    "train.first_checkpoint": 3, "train.batch_size": 16, "eval.n_samples": 4,
+                    "sampler.n_steps": 3}}
+    path = tmp_path / "masking.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    run_sweep(path, tmp_path / "out", executor="local", workers=2)
+    page = sweep_report(tmp_path / "out").read_text()
+    m = json.loads((tmp_path / "out" / "sweep_metrics.json").read_text())["masking"]
+    assert set(m["final_p_blue"]) == {"0", "1"} and set(m["learning_step"]["1"]) == {"color", "shape"}
+    assert all(v is None or len(v) == 3 for v in m["final_object_rgb"].values())
+    for title in ("steps to 80% vs masking probability", "held-out trajectories by masking probability",
+                  "final generations at p=0", "final generations at p=1"):
+        assert title in page

@@ -21,6 +21,7 @@ from .plots import concept_axes
 from .concepts import ConceptSpace
 from .config import load_config
 from .evaluate import load_eval
+from .masking_report import masking_figures, masking_metrics
 from .report import STYLE, _img
 from .sweeps import SweepError
 
@@ -45,7 +46,7 @@ def collect_runs(sweep_dir: str | Path) -> list[dict]:
                 continue
             ends = c.means[[0, -1]]
             seps[c.kind] = float(np.abs(ends[1] - ends[0]).max())  # the separation along the concept's axis
-        record = {"name": point["name"], "overrides": point["overrides"], "seed": cfg.seed, "sep": seps,
+        record = {"name": point["name"], "dir": str(run_dir), "overrides": point["overrides"], "seed": cfg.seed, "sep": seps,
                   "signal": metrics.get("concept_signal", {}), "normalized_signal": metrics.get("normalized_signal", {}),
                   "classes": metrics["classes"], "turn": metrics.get("turn", {}),
                   "saturation": metrics.get("training_saturation_step"), "steps": metrics.get("steps", []),
@@ -119,7 +120,8 @@ def plot_speed(runs: list[dict], concepts: list[str]) -> plt.Figure:
                 ax.fill_between(xs, m - sd, m + sd, color=style, alpha=0.12)
             ax.set_xlabel(f"{kind} {label}")
             ax.set_ylabel("learning speed (1 / steps)")
-            ax.legend(fontsize=7)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
     fig.suptitle("learning speed vs concept signal (0 = never learned within the run)", fontsize=10)
     fig.tight_layout()
     return fig
@@ -234,15 +236,21 @@ def sweep_report(sweep_dir: str | Path) -> Path:
                 if c["held_out"]:
                     first.setdefault(f"{r['sep'][varied[0]]:g}", []).append(first_move(r["trajectories"][n], corners, n))
         metrics["first_corner_by_separation"] = {varied[0]: first}
-    masking = _masking_metrics(runs)
+    masking = masking_metrics(runs)
     if masking:
         metrics["masking"] = masking
+        figs.update(masking_figures(runs, masking, kinds))
     (sweep_dir / "sweep_metrics.json").write_text(json.dumps(metrics, indent=2))
     body = [f"<h1>Sweep: {html.escape(sweep_dir.name)} ({len(runs)} finished runs)</h1>"]
     for kind, m in metrics["speed_vs_signal"].items():
         rho = "n/a" if m["spearman"] is None else f"{m['spearman']:.2f}"
         body.append(f"<p>{html.escape(kind)}: Spearman correlation of the held-out class's mean learning speed with "
                     f"the separation = <b>{rho}</b> over {len(m['separations'])} separations.</p>")
+    if masking:
+        rho = "n/a" if masking["spearman_time_vs_p"] is None else f"{masking['spearman_time_vs_p']:.2f}"
+        blue = ", ".join(f"p={k}: {v:.2f}" for k, v in masking["final_p_blue"].items())
+        body.append(f"<p>Masking: Spearman correlation of the held-out class's mean learning time with the masking "
+                    f"probability = <b>{rho}</b>; final probe P(blue) of the held-out class: {blue}.</p>")
     for name, fig in figs.items():
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=100)
@@ -254,23 +262,3 @@ def sweep_report(sweep_dir: str | Path) -> Path:
     path = sweep_dir / "sweep_report.html"
     path.write_text(page)
     return path
-
-
-def _masking_metrics(runs: list[dict]) -> dict | None:
-    """Issue 7: learning time of the held-out class vs masking probability (filled by masking sweeps)."""
-    pts = [(r["masking"], r) for r in runs if r.get("masking") is not None]
-    if len({p for p, _ in pts}) < 2:
-        return None
-    by_p: dict[float, list] = {}
-    for p, r in pts:
-        for c in r["classes"].values():
-            if c["held_out"]:
-                last = (r["steps"][-1] if r["steps"] else 0) * 2  # never = longer than the run
-                t = max((s if s is not None else last) for s in c["learning_step"].values())
-                by_p.setdefault(p, []).append((t, c.get("final_coords")))
-    ps = sorted(by_p)
-    mean_t = [float(np.mean([t for t, _ in by_p[p]])) for p in ps]
-    rho = float(spearmanr(ps, mean_t).statistic) if len(ps) >= 3 and len(set(mean_t)) > 1 else None
-    final_blue = {f"{p:g}": float(np.mean([fc[0] for _, fc in by_p[p] if fc])) for p in ps}
-    return {"spearman_time_vs_p": rho, "mean_time": dict(zip([f"{p:g}" for p in ps], mean_t)),
-            "final_p_blue": final_blue}

@@ -1,0 +1,155 @@
+"""Underspecification in a sweep (issue 7, paper-notes 2.6 and 6): the held-out class vs masking probability p.
+
+`masking_metrics(runs)` fills sweep_metrics.json's "masking" entry from the run records of `collect_runs`:
+learning time (steps to the threshold on every concept; a concept never learned counts as twice the run, i.e.
+slowest) and its Spearman correlation with p, per-concept learning steps and speeds, the probe's final P(blue) and
+the mean RGB of the generated held-out objects. `masking_figures` draws steps-to-80% vs p, held-out trajectories
+colored by p, and the final generations at the smallest and largest p.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+from scipy.stats import spearmanr
+
+from .concepts import ConceptSpace
+from .config import load_config
+from .evaluate import load_eval
+from .plots import concept_axes, plot_class_grid
+
+OBJECT_DIFF = 0.15  # a pixel belongs to the object when a channel differs this much from the background
+
+
+def _held_out(run: dict) -> list[tuple[str, dict]]:
+    return [(n, c) for n, c in run["classes"].items() if c["held_out"]]
+
+
+def learning_time(run: dict, cls: dict) -> float:
+    """Steps until every concept of a class is learned; a concept never learned = twice the run (slowest)."""
+    never = (run["steps"][-1] if run["steps"] else 0) * 2
+    return float(max((s if s is not None else never) for s in cls["learning_step"].values()))
+
+
+def object_rgb(samples: np.ndarray) -> list[float] | None:
+    """Mean RGB in [0, 1] of the object pixels of uint8 generations [n, 3, H, W] (background = border median)."""
+    x = samples.astype(np.float32) / 255.0
+    border = np.concatenate([x[:, :, 0], x[:, :, -1], x[:, :, :, 0], x[:, :, :, -1]], axis=-1)  # [n, 3, 4W]
+    bg = np.median(border, axis=-1)[:, :, None, None]
+    obj = (np.abs(x - bg).max(axis=1) > OBJECT_DIFF)  # [n, H, W]
+    if not obj.any():
+        return None
+    return [float(x[:, ch][obj].mean()) for ch in range(3)]
+
+
+def final_samples(run: dict) -> dict[str, np.ndarray] | None:
+    """{class: uint8 [n_show, 3, H, W]} generated at the run's last evaluated checkpoint."""
+    path = Path(run["dir"]) / "eval" / "default" / "concept_probs.npz"
+    if not path.is_file():
+        return None
+    arrays = load_eval(path)
+    return {str(n): arrays["samples"][-1, i] for i, n in enumerate(arrays["classes"])}
+
+
+def masking_metrics(runs: list[dict]) -> dict | None:
+    """sweep_metrics.json "masking" (None unless the sweep varies a masking probability)."""
+    runs = [r for r in runs if r.get("masking") is not None]
+    if len({r["masking"] for r in runs}) < 2:
+        return None
+    by_p: dict[float, list[tuple[dict, dict]]] = {}
+    for r in runs:
+        for _, c in _held_out(r)[:1]:
+            by_p.setdefault(r["masking"], []).append((r, c))
+    ps = sorted(by_p)
+    key = [f"{p:g}" for p in ps]
+    mean_t = [float(np.mean([learning_time(r, c) for r, c in by_p[p]])) for p in ps]
+    rho = float(spearmanr(ps, mean_t).statistic) if len(ps) >= 3 and len(set(mean_t)) > 1 else None
+    concepts = list(next(iter(by_p.values()))[0][1]["learning_step"])
+    steps = {k: {c: [cl["learning_step"][c] for _, cl in by_p[p]] for c in concepts} for k, p in zip(key, ps)}
+    speeds = {k: {c: float(np.mean([0.0 if s is None else 1.0 / s for s in v])) for c, v in steps[k].items()}
+              for k in key}
+    rgb = {}
+    for k, p in zip(key, ps):
+        per_run = []
+        for r, _ in by_p[p]:
+            samples = final_samples(r) if "dir" in r else None
+            held = _held_out(r)[0][0]
+            if samples is not None and (v := object_rgb(samples[held])) is not None:
+                per_run.append(v)
+        rgb[k] = np.mean(per_run, axis=0).round(4).tolist() if per_run else None
+    return {"spearman_time_vs_p": rho, "mean_time": dict(zip(key, mean_t)),
+            "learning_step": steps, "mean_speed": speeds,
+            "final_p_blue": {k: float(np.mean([c["final_coords"][0] for _, c in by_p[p] if c.get("final_coords")]))
+                             for k, p in zip(key, ps)},
+            "final_object_rgb": rgb, "n_runs": {k: len(by_p[p]) for k, p in zip(key, ps)}}
+
+
+def plot_time_vs_p(metrics: dict, runs: list[dict]) -> plt.Figure:
+    """Steps to the threshold on each concept vs masking fraction; seeds as points (never = top band)."""
+    concepts = list(next(iter(metrics["learning_step"].values())))
+    last = max(r["steps"][-1] for r in runs if r["steps"])
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    for j, c in enumerate(concepts):
+        xs, ys, never = [], [], []
+        for k, per in metrics["learning_step"].items():
+            for s in per[c]:
+                (xs if s is not None else never).append(float(k))
+                if s is not None:
+                    ys.append(s)
+        off = (j - (len(concepts) - 1) / 2) * 0.015
+        ax.scatter(np.array(xs) + off, ys, s=14, alpha=0.6, color=f"C{j}")
+        ax.scatter(np.array(never) + off, [last * 1.08] * len(never), marker="x", color=f"C{j}")
+        means = [(float(k), np.mean([s for s in per[c] if s is not None]))
+                 for k, per in metrics["learning_step"].items() if any(s is not None for s in per[c])]
+        if means:
+            ax.plot(*np.array(means).T, color=f"C{j}", lw=2, label=f"{c} (mean of learned seeds)")
+    ax.plot([float(k) for k in metrics["mean_time"]], list(metrics["mean_time"].values()), "k--", lw=1,
+            label="held-out learning time (never = 2x run)")
+    ax.axhline(last * 1.08, color="0.7", lw=0.5)
+    ax.set_ylim(0, last * 1.15)
+    ax.set_xlabel("masking probability p")
+    ax.set_ylabel("steps to 80% (x: never within the run)")
+    ax.legend(fontsize=7)
+    ax.set_title("held-out class: learning time vs underspecification", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_trajectories_by_p(runs: list[dict], kinds: list[str]) -> plt.Figure:
+    """Held-out trajectories (mean over seeds) in concept space, colored by masking probability."""
+    groups: dict[float, list[np.ndarray]] = {}
+    for r in runs:
+        if r.get("masking") is not None and "trajectories" in r and _held_out(r):
+            groups.setdefault(r["masking"], []).append(np.array(r["trajectories"][_held_out(r)[0][0]]))
+    fig, ax = plt.subplots(figsize=(5.0, 4.4))
+    cmap = plt.get_cmap("viridis")
+    top = max(groups) or 1.0
+    for p in sorted(groups):
+        k = min(len(t) for t in groups[p])
+        mean = np.mean([t[:k] for t in groups[p]], axis=0)
+        ax.plot(mean[:, 0], mean[:, 1], color=cmap(p / top), lw=2, label=f"p={p:g}")
+        ax.scatter(*mean[-1, :2], color=cmap(p / top), s=15)
+    concept_axes(ax, kinds, False)
+    ax.legend(fontsize=7)
+    ax.set_title("held-out trajectories by masking probability", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def masking_figures(runs: list[dict], metrics: dict, kinds: list[str]) -> dict[str, plt.Figure]:
+    """Figures of the masking section of sweep_report.html."""
+    figs = {"steps to 80% vs masking probability": plot_time_vs_p(metrics, runs),
+            "held-out trajectories by masking probability": plot_trajectories_by_p(runs, kinds)}
+    masked = [r for r in runs if r.get("masking") is not None and "dir" in r]
+    for p in sorted({r["masking"] for r in masked})[:: max(len({r["masking"] for r in masked}) - 1, 1)]:
+        run = min((r for r in masked if r["masking"] == p), key=lambda r: r["seed"])
+        samples = final_samples(run)
+        if samples is None:
+            continue
+        space = ConceptSpace.from_config(load_config(Path(run["dir"]) / "config.yaml").data)
+        figs[f"final generations at p={p:g} (seed {run['seed']})"] = plot_class_grid(
+            space, {n: s.astype(np.float32) / 255.0 for n, s in samples.items()},
+            title=f"masking p={p:g}, seed {run['seed']}, step {run['steps'][-1]}")
+    return figs
