@@ -153,3 +153,6 @@ def test_sweep_report_on_a_micro_masking_sweep(tmp_path):
     for title in ("steps to 80% vs masking probability", "held-out trajectories by masking probability",
                   "final generations at p=0", "final generations at p=1"):
         assert title in page
+    assert main(["toy-model", "--sweep", str(tmp_path / "out"), "--out", str(tmp_path / "toy")]) == 0
+    fits = json.loads((tmp_path / "toy" / "toy_fit.json").read_text())
+    assert set(fits) == {"p=0", "p=1"} and all(1.0 <= f["a"] <= 10.0 for f in fits.values())

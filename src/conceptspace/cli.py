@@ -201,10 +201,13 @@ def cmd_toy_model(args: argparse.Namespace) -> int:
         for r in collect_runs(args.sweep):
             held = [n for n, c in r["classes"].items() if c["held_out"]]
             if r.get("masking") is not None and "trajectories" in r and held:
-                by_p.setdefault(r["masking"], []).append(np.array(r["trajectories"][held[0]])[:, :2])
+                k_draw = r["steps"].index(r["drawing_step"]) if r.get("drawing_step") in r["steps"] else 0
+                by_p.setdefault(r["masking"], []).append((k_draw, np.array(r["trajectories"][held[0]])[:, :2]))
         for p in sorted(by_p):
-            k = min(len(t) for t in by_p[p])
-            traj = np.mean([t[:k] for t in by_p[p]], axis=0)
+            # Fit from the first checkpoint at which every seed draws its training classes (before: noise).
+            k0, k1 = max(k for k, _ in by_p[p]), min(len(t) for _, t in by_p[p])
+            k0 = k0 if k1 - k0 >= 3 else 0  # too few drawn checkpoints to fit: use the whole trajectory
+            traj = np.mean([t[k0:k1] for _, t in by_p[p]], axis=0)
             a, err = fit_asymmetry(traj)
             measured[f"p={p:g}"], fits[f"p={p:g}"] = traj, {"a": round(a, 3), "mse": round(err, 5)}
             print(f"masking p={p:g}: fitted a = {a:.2f} (mean squared error {err:.4f}, {len(by_p[p])} seeds)")

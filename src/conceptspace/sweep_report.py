@@ -46,10 +46,12 @@ def collect_runs(sweep_dir: str | Path) -> list[dict]:
                 continue
             ends = c.means[[0, -1]]
             seps[c.kind] = float(np.abs(ends[1] - ends[0]).max())  # the separation along the concept's axis
-        record = {"name": point["name"], "dir": str(run_dir), "overrides": point["overrides"], "seed": cfg.seed, "sep": seps,
+        record = {"name": point["name"], "dir": str(run_dir), "overrides": point["overrides"], "seed": cfg.seed,
+                  "sep": seps,
                   "signal": metrics.get("concept_signal", {}), "normalized_signal": metrics.get("normalized_signal", {}),
                   "classes": metrics["classes"], "turn": metrics.get("turn", {}),
-                  "saturation": metrics.get("training_saturation_step"), "steps": metrics.get("steps", []),
+                  "saturation": metrics.get("training_saturation_step"),
+                  "drawing_step": metrics.get("drawing_step"), "steps": metrics.get("steps", []),
                   "elicitation": metrics.get("elicitation", {}), "masking": _masking(cfg)}
         probs = run_dir / "eval" / "default" / "concept_probs.npz"
         if probs.is_file():
@@ -197,17 +199,6 @@ def plot_held_out_trajectories(runs: list[dict], concept: str, kinds: list[str])
     return fig
 
 
-def first_move(traj: list[list[float]], corners: dict[str, list[int]], own: str, radius: float = 0.5) -> str | None:
-    """The training corner a trajectory comes nearest to first (None if it never enters one's radius)."""
-    from .trajectories import memorisation
-
-    names = list(corners)
-    corner = np.array([corners[n] for n in names], dtype=float)
-    c, _, _ = memorisation(np.array(traj), names.index(own), [i for i, n in enumerate(names) if n != own], corner,
-                           radius)
-    return None if c is None else names[c]
-
-
 def sweep_report(sweep_dir: str | Path) -> Path:
     """Write sweep_metrics.json and sweep_report.html for a sweep directory."""
     sweep_dir = Path(sweep_dir)
@@ -225,16 +216,15 @@ def sweep_report(sweep_dir: str | Path) -> Path:
             figs["learning order"] = plot_order(*grid, kinds[0], kinds[1])
     for concept in varied[:2]:
         figs[f"held-out trajectories by {concept} separation"] = plot_held_out_trajectories(runs, concept, kinds)
-    # Which training corner each held-out trajectory moved toward first, per separation of the first varied concept.
+    # Which training corner each held-out trajectory moved toward first: the run analysis's memorisation corner
+    # (the first training corner it came within eval.memorisation_radius of, once training classes are drawn).
     if varied:
-        first = {}
+        first: dict[str, list] = {}
         for r in runs:
-            if "trajectories" not in r:
-                continue
-            corners = {n: [int(ch) for ch in n] for n in r["classes"]}
             for n, c in r["classes"].items():
                 if c["held_out"]:
-                    first.setdefault(f"{r['sep'][varied[0]]:g}", []).append(first_move(r["trajectories"][n], corners, n))
+                    first.setdefault(f"{r['sep'][varied[0]]:g}", []).append(
+                        r["turn"].get(n, {}).get("memorised_toward"))
         metrics["first_corner_by_separation"] = {varied[0]: first}
     masking = masking_metrics(runs)
     if masking:
