@@ -156,3 +156,17 @@ def test_sweep_report_on_a_micro_masking_sweep(tmp_path):
     assert main(["toy-model", "--sweep", str(tmp_path / "out"), "--out", str(tmp_path / "toy")]) == 0
     fits = json.loads((tmp_path / "toy" / "toy_fit.json").read_text())
     assert set(fits) == {"p=0", "p=1"} and all(1.0 <= f["a"] <= 10.0 for f in fits.values())
+
+
+def test_learned_vs_distance_on_synthetic_runs():
+    from conceptspace.sweep_report import learned_vs_distance
+
+    run = {"name": "r", "steps": [10, 20, 30], "saturation": 20, "trajectories": {
+        "111": [[0, 0, 0], [1.0, 1.0, 0.0], [1, 1, 1]], "000": [[0, 0, 0]] * 3},
+        "classes": {"111": {"held_out": True, "learning_step": {"a": 10, "b": 20, "c": None}},
+                    "000": {"held_out": False, "learning_step": {"a": 10, "b": 10, "c": 10}}}}
+    (pt,) = learned_vs_distance([run])
+    assert pt["class"] == "111" and pt["distance"] == pytest.approx(1.0) and pt["learned"] is False
+    run["saturation"] = None  # never saturates: the last checkpoint
+    (pt,) = learned_vs_distance([run])
+    assert pt["distance"] == pytest.approx(0.0) and not pt["saturated"]

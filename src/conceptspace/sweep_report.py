@@ -48,7 +48,8 @@ def collect_runs(sweep_dir: str | Path) -> list[dict]:
             seps[c.kind] = float(np.abs(ends[1] - ends[0]).max())  # the separation along the concept's axis
         record = {"name": point["name"], "dir": str(run_dir), "overrides": point["overrides"], "seed": cfg.seed,
                   "sep": seps,
-                  "signal": metrics.get("concept_signal", {}), "normalized_signal": metrics.get("normalized_signal", {}),
+                  "signal": metrics.get("concept_signal", {}),
+                  "normalized_signal": metrics.get("normalized_signal", {}),
                   "classes": metrics["classes"], "turn": metrics.get("turn", {}),
                   "saturation": metrics.get("training_saturation_step"),
                   "drawing_step": metrics.get("drawing_step"), "steps": metrics.get("steps", []),
@@ -150,6 +151,41 @@ def order_grid(runs: list[dict], a: str = "color", b: str = "size") -> tuple[lis
     return xs, ys, grid
 
 
+def learned_vs_distance(runs: list[dict]) -> list[dict]:
+    """Per held-out class and run: its concept-space distance to its own corner at the training-saturation step
+    (the last checkpoint if training never saturates) and whether it is learned (every concept) within the run."""
+    out = []
+    for r in runs:
+        if "trajectories" not in r or not r["steps"]:
+            continue
+        k = r["steps"].index(r["saturation"]) if r.get("saturation") in r["steps"] else len(r["steps"]) - 1
+        for n, c in r["classes"].items():
+            if c["held_out"]:
+                corner = np.array([int(ch) for ch in n], dtype=float)
+                dist = float(np.linalg.norm(np.array(r["trajectories"][n][k]) - corner))
+                out.append({"run": r["name"], "class": n, "distance": round(dist, 4),
+                            "learned": all(s is not None for s in c["learning_step"].values()),
+                            "saturated": r.get("saturation") is not None})
+    return out
+
+
+def plot_learned_vs_distance(points: list[dict]) -> plt.Figure:
+    """Held-out classes learned within the run (1) or not (0) vs their distance at training saturation."""
+    fig, ax = plt.subplots(figsize=(5.2, 3.2))
+    rng = np.random.default_rng(0)  # jitter only, for overlapping points
+    classes = sorted({p["class"] for p in points})
+    for i, cls in enumerate(classes):
+        pts = [p for p in points if p["class"] == cls]
+        ax.scatter([p["distance"] for p in pts], [p["learned"] + rng.uniform(-0.08, 0.08) for p in pts],
+                   s=18, color=f"C{i}", label=f"held-out {cls}")
+    ax.set_yticks([0, 1], ["not learned", "learned"])
+    ax.set_xlabel("distance to its own corner at the training-saturation step")
+    ax.legend(fontsize=7)
+    ax.set_title("which held-out classes are learned within the run", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def plot_order(xs: list, ys: list, grid: np.ndarray, a: str, b: str) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(5, 4))
     lim = np.nanmax(np.abs(grid)) or 1
@@ -216,6 +252,10 @@ def sweep_report(sweep_dir: str | Path) -> Path:
             figs["learning order"] = plot_order(*grid, kinds[0], kinds[1])
     for concept in varied[:2]:
         figs[f"held-out trajectories by {concept} separation"] = plot_held_out_trajectories(runs, concept, kinds)
+    learned = learned_vs_distance(runs)
+    if learned:
+        metrics["held_out_learned_vs_distance"] = learned
+        figs["held-out classes learned vs distance at training saturation"] = plot_learned_vs_distance(learned)
     # Which training corner each held-out trajectory moved toward first: the run analysis's memorisation corner
     # (the first training corner it came within eval.memorisation_radius of, once training classes are drawn).
     if varied:
