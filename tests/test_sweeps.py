@@ -100,7 +100,7 @@ def synthetic_runs():
             runs.append({"sep": {"color": sep, "size": 0.4}, "signal": {"color": sep**2, "size": 0.05},
                          "steps": [100, 4000], "classes": {
                              "11": {"held_out": True, "learning_step": {"color": t, "size": 1000 + seed}},
-                             "10": {"held_out": False, "learning_step": {"color": 200, "size": 100}}}})
+                             "10": {"held_out": False, "learning_step": {"color": round(100 / sep), "size": 100}}}})
     return runs
 
 
@@ -110,6 +110,8 @@ def test_speed_vs_signal_on_synthetic_runs():
     assert m["color"]["mean_speed"][0] == 0.0  # never learned = speed 0
     assert len(m["color"]["points"]) == 8
     assert m["size"]["spearman"] is None  # one separation only
+    # Training class 10 learns color faster at larger separation; it has size value 0, so no size speed.
+    assert m["color"]["training"]["spearman"] == pytest.approx(1.0) and m["size"]["training"]["mean_speed"] == []
 
 
 def test_order_grid_sign():

@@ -74,26 +74,40 @@ def speed(step: int | None) -> float:
     return 0.0 if step is None else 1.0 / step
 
 
-def held_out_speeds(runs: list[dict], concept: str) -> list[tuple[float, float, float]]:
-    """(separation, signal, speed) of the held-out classes' `concept` for every run."""
+def class_speeds(runs: list[dict], concept: str, held_out: bool = True) -> list[tuple[float, float, float]]:
+    """(separation, signal, speed) of `concept` for the held-out classes (or the training classes whose value of
+    the concept is not the first one: the classes that must move away from value 0 to learn it), every run."""
     out = []
     for r in runs:
+        if concept not in r["sep"]:
+            continue
         for name, c in r["classes"].items():
-            if c["held_out"] and concept in c["learning_step"] and concept in r["sep"]:
+            if concept not in c["learning_step"] or c["held_out"] != held_out:
+                continue
+            if held_out or name[list(c["learning_step"]).index(concept)] != "0":
                 out.append((r["sep"][concept], r["signal"].get(concept, np.nan), speed(c["learning_step"][concept])))
     return out
 
 
+def _rank_trend(pts: list[tuple[float, float, float]]) -> tuple[list[float], list[float], float | None]:
+    """(separations, mean speed per separation, Spearman of the means vs separation; None if undefined)."""
+    seps = sorted({p[0] for p in pts})
+    means = [float(np.mean([p[2] for p in pts if p[0] == s])) for s in seps]
+    rho = float(spearmanr(seps, means).statistic) if len(seps) >= 3 and len(set(means)) > 1 else None
+    return seps, means, rho
+
+
 def speed_vs_signal(runs: list[dict], concepts: list[str]) -> dict:
-    """sweep_metrics.json "speed_vs_signal": Spearman of mean speed vs separation, and every (signal, speed)."""
+    """sweep_metrics.json "speed_vs_signal": Spearman of the held-out class's mean speed vs separation, every
+    (signal, speed) point, and the same trend for the training classes."""
     out = {}
     for kind in concepts:
-        pts = held_out_speeds(runs, kind)
-        seps = sorted({p[0] for p in pts})
-        means = [float(np.mean([p[2] for p in pts if p[0] == s])) for s in seps]
-        rho = float(spearmanr(seps, means).statistic) if len(seps) >= 3 and len(set(means)) > 1 else None
+        pts = class_speeds(runs, kind)
+        seps, means, rho = _rank_trend(pts)
+        _, train_means, train_rho = _rank_trend(class_speeds(runs, kind, held_out=False))
         out[kind] = {"spearman": rho, "separations": seps, "mean_speed": means,
-                     "points": [[float(p[1]), float(p[2])] for p in pts]}
+                     "points": [[float(p[1]), float(p[2])] for p in pts],
+                     "training": {"spearman": train_rho, "mean_speed": train_means}}
     return out
 
 
@@ -104,13 +118,7 @@ def plot_speed(runs: list[dict], concepts: list[str]) -> plt.Figure:
         for row, (idx, label) in enumerate([(0, "separation"), (1, "concept signal σ")]):
             ax = axes[row, j]
             for held, style in ((True, "C3"), (False, "C0")):
-                pts = []
-                for r in runs:
-                    for name, c in r["classes"].items():
-                        digit = name[list(r["sep"]).index(kind)] if kind in r["sep"] else "0"
-                        if c["held_out"] == held and (held or digit != "0") and kind in r["sep"]:
-                            x = r["sep"][kind] if idx == 0 else r["signal"].get(kind, np.nan)
-                            pts.append((x, speed(c["learning_step"].get(kind))))
+                pts = [(p[idx], p[2]) for p in class_speeds(runs, kind, held)]
                 if not pts:
                     continue
                 pts = np.array(pts)
