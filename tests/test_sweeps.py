@@ -172,3 +172,9 @@ def test_learned_vs_distance_on_synthetic_runs():
     run["saturation"] = None  # never saturates: the last checkpoint
     (pt,) = learned_vs_distance([run])
     assert pt["distance"] == pytest.approx(0.0) and not pt["saturated"]
+
+
+@pytest.mark.parametrize("spec", sorted((ROOT / "configs" / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_sweeps_expand_to_valid_configs(spec):
+    points = expand(load_spec(spec), spec)
+    assert len(points) >= 8 and len({p.name for p in points}) == len(points)
