@@ -163,7 +163,8 @@ def test_sweep_report_on_a_micro_masking_sweep(tmp_path):
 def test_learned_vs_distance_on_synthetic_runs():
     from conceptspace.sweep_report import learned_vs_distance
 
-    run = {"name": "r", "steps": [10, 20, 30], "saturation": 20, "trajectories": {
+    run = {"name": "r", "steps": [10, 20, 30], "saturation": 20, "corners": {"111": [1, 1, 1], "000": [0, 0, 0]},
+           "trajectories": {
         "111": [[0, 0, 0], [1.0, 1.0, 0.0], [1, 1, 1]], "000": [[0, 0, 0]] * 3},
         "classes": {"111": {"held_out": True, "learning_step": {"a": 10, "b": 20, "c": None}},
                     "000": {"held_out": False, "learning_step": {"a": 10, "b": 10, "c": 10}}}}

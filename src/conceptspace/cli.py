@@ -189,6 +189,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_toy_model(args: argparse.Namespace) -> int:
     from .toy import fit_asymmetry, plot_toy
+    from .trajectories import mean_trajectory
 
     a_values = [float(a) for a in args.a.split(",")] if args.a else list(np.linspace(1, 5, 9))
     out = Path(args.out)
@@ -207,7 +208,7 @@ def cmd_toy_model(args: argparse.Namespace) -> int:
             # Fit from the first checkpoint at which every seed draws its training classes (before: noise).
             k0, k1 = max(k for k, _ in by_p[p]), min(len(t) for _, t in by_p[p])
             k0 = k0 if k1 - k0 >= 3 else 0  # too few drawn checkpoints to fit: use the whole trajectory
-            traj = np.mean([t[k0:k1] for _, t in by_p[p]], axis=0)
+            traj = mean_trajectory([t[k0:] for _, t in by_p[p]])
             a, err = fit_asymmetry(traj)
             measured[f"p={p:g}"], fits[f"p={p:g}"] = traj, {"a": round(a, 3), "mse": round(err, 5)}
             print(f"masking p={p:g}: fitted a = {a:.2f} (mean squared error {err:.4f}, {len(by_p[p])} seeds)")

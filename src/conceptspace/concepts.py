@@ -235,6 +235,10 @@ class ConceptSpace:
         """[N, n_concepts] digit array for a list of class names."""
         return np.array([self.class_index(n) for n in names], dtype=np.int64).reshape(len(names), len(self.concepts))
 
+    def class_rows(self, labels: np.ndarray, name: str) -> np.ndarray:
+        """Indices of the rows of a [N, n_concepts] value-index array that belong to class `name`."""
+        return np.nonzero((labels == np.array(self.class_index(name))).all(1))[0]
+
     def describe(self, name: str) -> str:
         """'00' -> 'color=(0.70,0.30,0.30), size=0.65'."""
         return ", ".join(c.value_name(i) for c, i in zip(self.concepts, self.class_index(name)))

@@ -53,10 +53,7 @@ def real_classes(cfg: ExperimentConfig, space: ConceptSpace, names: list[str], p
     from .sources import load_real
 
     real = load_real(cfg.data)
-    keep = []
-    for name in names:
-        idx = np.nonzero((real.labels == np.array(space.class_index(name))).all(1))[0]
-        keep.append(rng.permutation(idx)[:per_class])
+    keep = [rng.permutation(space.class_rows(real.labels, name))[:per_class] for name in names]
     keep = np.concatenate(keep) if keep else np.array([], dtype=np.int64)
     ids = real.labels[keep]
     return ConceptImages(torch.from_numpy(real.images[keep]), torch.from_numpy(onehot_prompts(space, ids)), ids)

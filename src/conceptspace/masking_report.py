@@ -17,14 +17,15 @@ from scipy.stats import spearmanr
 
 from .concepts import ConceptSpace
 from .config import load_config
-from .evaluate import load_eval
 from .plots import concept_axes, plot_class_grid
+from .trajectories import mean_trajectory
 
 OBJECT_DIFF = 0.15  # a pixel belongs to the object when a channel differs this much from the background
 
 
-def _held_out(run: dict) -> list[tuple[str, dict]]:
-    return [(n, c) for n, c in run["classes"].items() if c["held_out"]]
+def _first_held_out(run: dict) -> tuple[str, dict] | None:
+    """(name, metrics) of the run's first held-out class (the masking space has one: the blue triangle)."""
+    return next(((n, c) for n, c in run["classes"].items() if c["held_out"]), None)
 
 
 def learning_time(run: dict, cls: dict) -> float:
@@ -44,44 +45,30 @@ def object_rgb(samples: np.ndarray) -> list[float] | None:
     return [float(x[:, ch][obj].mean()) for ch in range(3)]
 
 
-def final_samples(run: dict) -> dict[str, np.ndarray] | None:
-    """{class: uint8 [n_show, 3, H, W]} generated at the run's last evaluated checkpoint."""
-    path = Path(run["dir"]) / "eval" / "default" / "concept_probs.npz"
-    if not path.is_file():
-        return None
-    arrays = load_eval(path)
-    return {str(n): arrays["samples"][-1, i] for i, n in enumerate(arrays["classes"])}
-
-
 def masking_metrics(runs: list[dict]) -> dict | None:
     """sweep_metrics.json "masking" (None unless the sweep varies a masking probability)."""
-    runs = [r for r in runs if r.get("masking") is not None]
+    runs = [r for r in runs if r.get("masking") is not None and _first_held_out(r)]
     if len({r["masking"] for r in runs}) < 2:
         return None
-    by_p: dict[float, list[tuple[dict, dict]]] = {}
+    by_p: dict[float, list[tuple[dict, str, dict]]] = {}
     for r in runs:
-        for _, c in _held_out(r)[:1]:
-            by_p.setdefault(r["masking"], []).append((r, c))
+        by_p.setdefault(r["masking"], []).append((r, *_first_held_out(r)))
     ps = sorted(by_p)
     key = [f"{p:g}" for p in ps]
-    mean_t = [float(np.mean([learning_time(r, c) for r, c in by_p[p]])) for p in ps]
+    mean_t = [float(np.mean([learning_time(r, c) for r, _, c in by_p[p]])) for p in ps]
     rho = float(spearmanr(ps, mean_t).statistic) if len(ps) >= 3 and len(set(mean_t)) > 1 else None
-    concepts = list(next(iter(by_p.values()))[0][1]["learning_step"])
-    steps = {k: {c: [cl["learning_step"][c] for _, cl in by_p[p]] for c in concepts} for k, p in zip(key, ps)}
+    concepts = list(by_p[ps[0]][0][2]["learning_step"])
+    steps = {k: {c: [cl["learning_step"][c] for _, _, cl in by_p[p]] for c in concepts} for k, p in zip(key, ps)}
     speeds = {k: {c: float(np.mean([0.0 if s is None else 1.0 / s for s in v])) for c, v in steps[k].items()}
               for k in key}
     rgb = {}
     for k, p in zip(key, ps):
-        per_run = []
-        for r, _ in by_p[p]:
-            samples = final_samples(r) if "dir" in r else None
-            held = _held_out(r)[0][0]
-            if samples is not None and (v := object_rgb(samples[held])) is not None:
-                per_run.append(v)
+        per_run = [object_rgb(r["final_samples"][n]) for r, n, _ in by_p[p] if "final_samples" in r]
+        per_run = [v for v in per_run if v is not None]
         rgb[k] = np.mean(per_run, axis=0).round(4).tolist() if per_run else None
     return {"spearman_time_vs_p": rho, "mean_time": dict(zip(key, mean_t)),
             "learning_step": steps, "mean_speed": speeds,
-            "final_p_blue": {k: float(np.mean([c["final_coords"][0] for _, c in by_p[p] if c.get("final_coords")]))
+            "final_p_blue": {k: float(np.mean([c["final_coords"][0] for _, _, c in by_p[p] if c.get("final_coords")]))
                              for k, p in zip(key, ps)},
             "final_object_rgb": rgb, "n_runs": {k: len(by_p[p]) for k, p in zip(key, ps)}}
 
@@ -122,14 +109,13 @@ def plot_trajectories_by_p(runs: list[dict], kinds: list[str]) -> plt.Figure:
     """Held-out trajectories (mean over seeds) in concept space, colored by masking probability."""
     groups: dict[float, list[np.ndarray]] = {}
     for r in runs:
-        if r.get("masking") is not None and "trajectories" in r and _held_out(r):
-            groups.setdefault(r["masking"], []).append(np.array(r["trajectories"][_held_out(r)[0][0]]))
+        if r.get("masking") is not None and "trajectories" in r and _first_held_out(r):
+            groups.setdefault(r["masking"], []).append(np.array(r["trajectories"][_first_held_out(r)[0]]))
     fig, ax = plt.subplots(figsize=(5.0, 4.4))
     cmap = plt.get_cmap("viridis")
     top = max(groups) or 1.0
     for p in sorted(groups):
-        k = min(len(t) for t in groups[p])
-        mean = np.mean([t[:k] for t in groups[p]], axis=0)
+        mean = mean_trajectory(groups[p])
         ax.plot(mean[:, 0], mean[:, 1], color=cmap(p / top), lw=2, label=f"p={p:g}")
         ax.scatter(*mean[-1, :2], color=cmap(p / top), s=15)
     concept_axes(ax, kinds, False)
@@ -143,14 +129,12 @@ def masking_figures(runs: list[dict], metrics: dict, kinds: list[str]) -> dict[s
     """Figures of the masking section of sweep_report.html."""
     figs = {"steps to 80% vs masking probability": plot_time_vs_p(metrics, runs),
             "held-out trajectories by masking probability": plot_trajectories_by_p(runs, kinds)}
-    masked = [r for r in runs if r.get("masking") is not None and "dir" in r]
-    for p in sorted({r["masking"] for r in masked})[:: max(len({r["masking"] for r in masked}) - 1, 1)]:
-        run = min((r for r in masked if r["masking"] == p), key=lambda r: r["seed"])
-        samples = final_samples(run)
-        if samples is None:
-            continue
+    shown = [r for r in runs if r.get("masking") is not None and "final_samples" in r]
+    ps = sorted({r["masking"] for r in shown})
+    for p in dict.fromkeys(ps[:1] + ps[-1:]):  # the smallest and the largest p
+        run = min((r for r in shown if r["masking"] == p), key=lambda r: r["seed"])
         space = ConceptSpace.from_config(load_config(Path(run["dir"]) / "config.yaml").data)
         figs[f"final generations at p={p:g} (seed {run['seed']})"] = plot_class_grid(
-            space, {n: s.astype(np.float32) / 255.0 for n, s in samples.items()},
+            space, {n: s.astype(np.float32) / 255.0 for n, s in run["final_samples"].items()},
             title=f"masking p={p:g}, seed {run['seed']}, step {run['steps'][-1]}")
     return figs

@@ -83,7 +83,7 @@ def _balance(labels: np.ndarray, space: ConceptSpace, max_per_class: int, min_pe
     keep = []
     counts = {}
     for name in space.class_names:
-        idx = np.nonzero((labels == np.array(space.class_index(name))).all(1))[0]
+        idx = space.class_rows(labels, name)
         counts[name] = len(idx)
         keep.append(rng.permutation(idx)[:max_per_class])
     small = {n: c for n, c in counts.items() if c < min_per_class}

@@ -17,6 +17,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from .analysis import trajectory_arrays
+from .trajectories import corners, mean_trajectory
 from .plots import concept_axes
 from .concepts import ConceptSpace
 from .config import load_config
@@ -54,11 +55,15 @@ def collect_runs(sweep_dir: str | Path) -> list[dict]:
                   "saturation": metrics.get("training_saturation_step"),
                   "drawing_step": metrics.get("drawing_step"), "steps": metrics.get("steps", []),
                   "elicitation": metrics.get("elicitation", {}), "masking": _masking(cfg)}
+        names = list(metrics["classes"])
+        record["corners"] = dict(zip(names, corners(names, [c.n_values for c in space.concepts]).tolist()))
         probs = run_dir / "eval" / "default" / "concept_probs.npz"
         if probs.is_file():
-            coords, _ = trajectory_arrays(cfg, load_eval(probs))
-            names = list(metrics["classes"])
+            arrays = load_eval(probs)
+            coords, _ = trajectory_arrays(cfg, arrays)
             record["trajectories"] = {n: coords[:, i].tolist() for i, n in enumerate(names)}
+            # uint8 generations of every class at the last checkpoint: small, kept for sample figures
+            record["final_samples"] = {str(n): arrays["samples"][-1, i] for i, n in enumerate(arrays["classes"])}
         runs.append(record)
     if not runs:
         raise SweepError(f"{sweep_dir}: no finished run yet")
@@ -169,8 +174,7 @@ def learned_vs_distance(runs: list[dict]) -> list[dict]:
         k = r["steps"].index(r["saturation"]) if r.get("saturation") in r["steps"] else len(r["steps"]) - 1
         for n, c in r["classes"].items():
             if c["held_out"]:
-                corner = np.array([int(ch) for ch in n], dtype=float)
-                dist = float(np.linalg.norm(np.array(r["trajectories"][n][k]) - corner))
+                dist = float(np.linalg.norm(np.array(r["trajectories"][n][k]) - np.array(r["corners"][n])))
                 out.append({"run": r["name"], "class": n, "distance": round(dist, 4),
                             "learned": all(s is not None for s in c["learning_step"].values()),
                             "saturated": r.get("saturation") is not None})
@@ -227,8 +231,7 @@ def plot_held_out_trajectories(runs: list[dict], concept: str, kinds: list[str])
     cmap = plt.get_cmap("plasma")
     for sep in sorted(groups):
         trajs = groups[sep]
-        k = min(len(t) for t, _ in trajs)
-        mean = np.mean([t[:k] for t, _ in trajs], axis=0)
+        mean = mean_trajectory([t for t, _ in trajs])
         color = cmap(float(np.mean([s for _, s in trajs])))
         dims = 3 if three else 2
         ax.plot(*mean[:, :dims].T, color=color, lw=2, label=f"Δ{concept}={sep:g}")

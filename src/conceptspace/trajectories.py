@@ -25,6 +25,12 @@ def corners(class_names: list[str], n_values: list[int]) -> np.ndarray:
     return np.array([[int(ch) / (n - 1) for ch, n in zip(name, n_values)] for name in class_names], dtype=np.float64)
 
 
+def mean_trajectory(trajs: list[np.ndarray]) -> np.ndarray:
+    """Mean over seeds of trajectories [K_i, C], truncated to the shortest (a run may have fewer checkpoints)."""
+    k = min(len(t) for t in trajs)
+    return np.mean([np.asarray(t)[:k] for t in trajs], axis=0)
+
+
 def smooth(x: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian smoothing along the checkpoint axis (axis 0); sigma in checkpoints, 0 = none."""
     if sigma <= 0 or len(x) < 2:
