@@ -58,3 +58,15 @@ def test_unknown_class_and_concept_errors(tiny_space):
         tiny_space.class_index("22")
     with pytest.raises(KeyError, match="not in this space"):
         tiny_space.concept("shape")
+
+
+def test_object_size_sets_the_radius_only_when_size_is_not_a_concept():
+    rng = np.random.default_rng(0)
+    shapes = space_of("data.concepts={color: {}, shape: {}}", "data.object_size=0.6")
+    v = sample_values(shapes, shapes.class_ids(["01"] * 4), "train", rng)
+    assert (v.size == 0.6).all()
+    sized = space_of("data.object_size=0.6")  # color x size: size comes from the size concept
+    v = sample_values(sized, sized.class_ids(["01"] * 4), "test", rng)
+    assert (v.size == sized.concepts[1].means[1, 0]).all()
+    with pytest.raises(ValueError, match="object_size"):
+        load_config(None, ["data.object_size=0"])

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def write_spec(tmp_path, grid, zipped=None, extra=None):
     spec = {"base": str(ROOT / "configs" / "micro.yaml"), "grid": grid,
-            "set": {"probe.kind": "analytic", "train.steps": 6, "train.n_checkpoints": 2,
+            "set": {"probe.kind": "analytic", "train.steps": 8, "train.n_checkpoints": 4,
                     "train.first_checkpoint": 3, "elicit.methods": ["naive"], "eval.n_samples": 4,
                     "sampler.n_steps": 3, **(extra or {})}}
     if zipped:
@@ -142,7 +142,7 @@ def test_sweep_report_on_a_micro_sweep(tmp_path):
 def test_sweep_report_on_a_micro_masking_sweep(tmp_path):
     spec = {"base": str(ROOT / "configs" / "masking.yaml"), "grid": {"data.mask.0.p": [0.0, 1.0]},
             "set": {"data.image_size": 8, "data.n_per_class": 32, "data.n_ood": 4, "model.widths": [8, 16],
-                    "model.norm_groups": 4, "probe.kind": "analytic", "train.steps": 6, "train.n_checkpoints": 2,
+                    "model.norm_groups": 4, "probe.kind": "analytic", "train.steps": 8, "train.n_checkpoints": 4,
                     "train.first_checkpoint": 3, "train.batch_size": 16, "eval.n_samples": 4,
                     "sampler.n_steps": 3}}
     path = tmp_path / "masking.yaml"
@@ -158,6 +158,7 @@ def test_sweep_report_on_a_micro_masking_sweep(tmp_path):
     assert main(["toy-model", "--sweep", str(tmp_path / "out"), "--out", str(tmp_path / "toy")]) == 0
     fits = json.loads((tmp_path / "toy" / "toy_fit.json").read_text())
     assert set(fits) == {"p=0", "p=1"} and all(1.0 <= f["a"] <= 10.0 for f in fits.values())
+    assert all(0.05 <= f["time_scale"] <= 4.0 and f["mse"] >= 0 for f in fits.values())
 
 
 def test_learned_vs_distance_on_synthetic_runs():

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from conceptspace.toy import fit_asymmetry, path_error, plot_toy, simulate
+from conceptspace.toy import fit_asymmetry, fit_toy, path_error, plot_toy, simulate, toy_times
 
 
 def test_a_equal_one_is_the_straight_diagonal():
@@ -29,3 +29,14 @@ def test_bad_a_and_plot():
         simulate(0.0)
     fig = plot_toy([1, 3, 5], {"p=0": simulate(1, n=10)[1]}, {"p=0": {"a": 1.0}})
     assert len(fig.axes) == 2
+
+
+def test_fit_recovers_asymmetry_and_time_scale_at_uneven_checkpoints():
+    steps = 50 + 4000 * np.linspace(0, 1, 25) ** 2  # quadratic checkpoint spacing, as the runs
+    _, c = simulate(2.5, times=toy_times(steps, 0.6))
+    noisy = c + np.random.default_rng(1).normal(0, 0.005, c.shape)
+    fit = fit_toy(noisy, steps)
+    assert fit["a"] == pytest.approx(2.5, abs=0.15) and fit["time_scale"] == pytest.approx(0.6, rel=0.1)
+    assert fit["mse"] < 1e-3 and fit["mse"] < path_error(2.5, noisy)  # the fixed time scale fits worse
+    with pytest.raises(ValueError, match="checkpoints"):
+        fit_toy(noisy[:2], steps[:2])

@@ -188,7 +188,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_toy_model(args: argparse.Namespace) -> int:
-    from .toy import fit_asymmetry, plot_toy
+    from .toy import fit_toy, plot_toy
     from .trajectories import mean_trajectory
 
     a_values = [float(a) for a in args.a.split(",")] if args.a else list(np.linspace(1, 5, 9))
@@ -203,15 +203,23 @@ def cmd_toy_model(args: argparse.Namespace) -> int:
             held = [n for n, c in r["classes"].items() if c["held_out"]]
             if r.get("masking") is not None and "trajectories" in r and held:
                 k_draw = r["steps"].index(r["drawing_step"]) if r.get("drawing_step") in r["steps"] else 0
-                by_p.setdefault(r["masking"], []).append((k_draw, np.array(r["trajectories"][held[0]])[:, :2]))
+                by_p.setdefault(r["masking"], []).append(
+                    (k_draw, np.array(r["trajectories"][held[0]])[:, :2], np.array(r["steps"])))
         for p in sorted(by_p):
             # Fit from the first checkpoint at which every seed draws its training classes (before: noise).
-            k0, k1 = max(k for k, _ in by_p[p]), min(len(t) for _, t in by_p[p])
+            k0, k1 = max(k for k, _, _ in by_p[p]), min(len(t) for _, t, _ in by_p[p])
             k0 = k0 if k1 - k0 >= 3 else 0  # too few drawn checkpoints to fit: use the whole trajectory
-            traj = mean_trajectory([t[k0:] for _, t in by_p[p]])
-            a, err = fit_asymmetry(traj)
-            measured[f"p={p:g}"], fits[f"p={p:g}"] = traj, {"a": round(a, 3), "mse": round(err, 5)}
-            print(f"masking p={p:g}: fitted a = {a:.2f} (mean squared error {err:.4f}, {len(by_p[p])} seeds)")
+            traj = mean_trajectory([t[k0:] for _, t, _ in by_p[p]])
+            steps = by_p[p][0][2][k0:k0 + len(traj)]
+            if len(traj) < 3:
+                print(f"masking p={p:g}: {len(traj)} checkpoints, too few to fit the toy model")
+                continue
+            fit = fit_toy(traj, steps)
+            measured[f"p={p:g}"] = traj
+            fits[f"p={p:g}"] = {"a": round(fit["a"], 3), "time_scale": round(fit["time_scale"], 3),
+                                "mse": round(fit["mse"], 5), "steps": [int(x) for x in steps]}
+            print(f"masking p={p:g}: fitted a = {fit['a']:.2f}, time scale {fit['time_scale']:.2f} "
+                  f"(mean squared error {fit['mse']:.4f}, {len(by_p[p])} seeds)")
         (out / "toy_fit.json").write_text(json.dumps(fits, indent=2))
     plot_toy(a_values, measured or None, fits).savefig(out / "toy_model.png", dpi=110)
     print(f"wrote {out / 'toy_model.png'}" + (f" and {out / 'toy_fit.json'}" if fits else ""))

@@ -24,7 +24,6 @@ HALF_RANGE_FRACTION = {"shape": 0.0, "x": 1 / 8, "y": 1 / 8, "color": 1 / 8, "si
 DEFAULT_SEP = {"x": 0.6, "y": 0.6, "color": 0.4, "size": 0.4, "bg_color": 0.4}
 # Values used when a kind is not a concept of the space (position and background are then nuisances).
 FIXED_COLOR = (0.8, 0.2, 0.2)
-FIXED_SIZE = 0.45
 POSITION_RANGE = 0.5  # nuisance position: uniform in [-0.5, 0.5] (paper-notes 2.1)
 NUISANCE_BG = (0.8, 1.0)  # train-mode nuisance background, per channel
 NUISANCE_BG_TEST = 0.9
@@ -168,6 +167,7 @@ class ConceptSpace:
     noise: float = 1e-3
     size_floor: float = 0.1
     is_real: bool = False  # images come from a labelled real data set, not from G
+    object_size: float = 0.45  # the radius of every object when size is not a concept
 
     @classmethod
     def from_config(cls, cfg: "DataConfig") -> "ConceptSpace":
@@ -196,7 +196,8 @@ class ConceptSpace:
             held = tuple(cfg.held_out)
         if len(held) == len(names):
             raise ValueError("held_out: every class is held out, so the training set is empty")
-        space = cls(concepts, held, cfg.image_size, cfg.blur, cfg.noise, cfg.size_floor, cfg.real is not None)
+        space = cls(concepts, held, cfg.image_size, cfg.blur, cfg.noise, cfg.size_floor, cfg.real is not None,
+                    cfg.object_size)
         _check_masks(space, cfg)
         return space
 
@@ -313,7 +314,7 @@ def sample_values(space: ConceptSpace, class_ids: np.ndarray, mode: Mode, rng: n
         "x": pos[:, 0],
         "y": pos[:, 1],
         "color": np.tile(FIXED_COLOR, (n, 1)),
-        "size": np.full(n, FIXED_SIZE),
+        "size": np.full(n, space.object_size),
         "shape": np.zeros(n, dtype=np.int64),
         "bg_color": bg,
     }

@@ -78,6 +78,7 @@ class DataConfig(StrictModel):
     val_fraction: float = Field(0.15, ge=0.0, lt=1.0)
     n_ood: int = Field(32, ge=0)  # test-mode images per held-out class, for the OOD loss curve only
     size_floor: float = Field(0.1, gt=0.0)  # smallest train-mode radius (the paper's global floor)
+    object_size: float = Field(0.45, gt=0.0, le=1.0)  # the radius of every object when size is not a concept
     mask: list[MaskRule] = Field(default_factory=list)
     mask_value: float = 0.0  # value written into the slots of a masked concept (the paper zeroes them)
     real: RealDataConfig | None = None  # None: images come from G

@@ -9,21 +9,22 @@ asymmetry between the two:
     dc2/dt = s [ (a/2) (1 - c2) + (1/(2a)) (alpha(t) - c2) ]
 
 a = 1 gives the straight diagonal; large a lets c2 converge while c1 is dragged toward alpha (the memorised
-"red") before it turns. `fit_asymmetry` finds the a whose path best matches a measured trajectory (least squares).
+"red") before it turns. `fit_asymmetry` finds the a whose path best matches a measured trajectory (least squares);
+`fit_toy` fits a together with the time scale that maps training steps onto the model's time.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from scipy.integrate import solve_ivp
-from scipy.optimize import minimize_scalar
+from scipy.optimize import minimize, minimize_scalar
 
 T_END = 25.0
 
 
 def simulate(a: float, s: float = 3.0, k: float = 0.1, t0: float = 10.0, start: tuple[float, float] = (0.5, 0.5),
-             n: int = 200, t_end: float = T_END) -> tuple[np.ndarray, np.ndarray]:
-    """(t [n], c [n, 2]) integrated with RK45 on [0, t_end]."""
+             n: int = 200, t_end: float = T_END, times: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(t [n], c [n, 2]) integrated with RK45 on [0, t_end], or at the given increasing `times` from 0."""
     if a <= 0:
         raise ValueError(f"asymmetry a must be positive, got {a}")
 
@@ -32,16 +33,17 @@ def simulate(a: float, s: float = 3.0, k: float = 0.1, t0: float = 10.0, start: 
         return [s * ((1 / (2 * a)) * (1 - c[0]) + (a / 2) * (alpha - c[0])),
                 s * ((a / 2) * (1 - c[1]) + (1 / (2 * a)) * (alpha - c[1]))]
 
-    t = np.linspace(0.0, t_end, n)
-    sol = solve_ivp(rhs, (0.0, t_end), list(start), method="RK45", t_eval=t, rtol=1e-8, atol=1e-10)
+    t = np.linspace(0.0, t_end, n) if times is None else np.asarray(times, dtype=float)
+    sol = solve_ivp(rhs, (0.0, max(float(t[-1]), 1e-9)), list(start), method="RK45", t_eval=t, rtol=1e-8,
+                    atol=1e-10)
     return sol.t, sol.y.T
 
 
-def path_error(a: float, measured: np.ndarray, **kw) -> float:
-    """Mean squared distance between a measured trajectory [K, 2] (checkpoints spread evenly over the toy's time)
-    and the toy path for asymmetry a, started where the measurement starts."""
+def path_error(a: float, measured: np.ndarray, times: np.ndarray | None = None, **kw) -> float:
+    """Mean squared distance between a measured trajectory [K, 2] and the toy path for asymmetry a, started where
+    the measurement starts; checkpoints at the toy times `times` (default: spread evenly over [0, 25])."""
     measured = np.asarray(measured, dtype=float)
-    _, c = simulate(a, start=tuple(measured[0]), n=len(measured), **kw)
+    _, c = simulate(a, start=tuple(measured[0]), n=len(measured), times=times, **kw)
     return float(((c - measured) ** 2).sum(1).mean())
 
 
@@ -50,6 +52,33 @@ def fit_asymmetry(measured: np.ndarray, bounds: tuple[float, float] = (1.0, 10.0
     res = minimize_scalar(lambda a: path_error(a, measured, **kw), bounds=bounds, method="bounded",
                           options={"xatol": 1e-4})
     return float(res.x), float(res.fun)
+
+
+def toy_times(steps: np.ndarray, time_scale: float) -> np.ndarray:
+    """Toy time of each checkpoint: proportional to the training steps since the first one, the last at
+    time_scale x 25 (time_scale 1: the run spans the model's window [0, 25])."""
+    steps = np.asarray(steps, dtype=float)
+    span = max(steps[-1] - steps[0], 1e-9)
+    return time_scale * T_END * (steps - steps[0]) / span
+
+
+def fit_toy(measured: np.ndarray, steps: np.ndarray, a_bounds: tuple[float, float] = (1.0, 10.0),
+            scale_bounds: tuple[float, float] = (0.05, 4.0)) -> dict[str, float]:
+    """Least-squares fit of the asymmetry a and the time scale (see `toy_times`) to a measured trajectory [K, 2]
+    at checkpoint `steps` [K]: a coarse grid, then Nelder-Mead from its best point. Returns {a, time_scale, mse}."""
+    measured, steps = np.asarray(measured, dtype=float), np.asarray(steps, dtype=float)
+    if len(measured) != len(steps) or len(steps) < 3:
+        raise ValueError(f"need >= 3 checkpoints with one step each, got {len(measured)} points, {len(steps)} steps")
+
+    def loss(x: np.ndarray) -> float:
+        return path_error(x[0], measured, times=toy_times(steps, np.exp(x[1])))
+
+    lo, hi = np.log(scale_bounds[0]), np.log(scale_bounds[1])
+    grid = [(a, ls) for a in np.linspace(*a_bounds, 13) for ls in np.linspace(lo, hi, 11)]
+    best = min(grid, key=lambda x: loss(np.array(x)))
+    res = minimize(loss, np.array(best), method="Nelder-Mead", bounds=[a_bounds, (lo, hi)],
+                   options={"xatol": 1e-4, "fatol": 1e-9})
+    return {"a": float(res.x[0]), "time_scale": float(np.exp(res.x[1])), "mse": float(res.fun)}
 
 
 def plot_toy(a_values: list[float], measured: dict[str, np.ndarray] | None = None, fits: dict | None = None):
@@ -69,7 +98,9 @@ def plot_toy(a_values: list[float], measured: dict[str, np.ndarray] | None = Non
             color = cmap(i / max(len(measured) - 1, 1))
             ax2.plot(traj[:, 0], traj[:, 1], color=color, lw=2, label=f"measured {label}")
             if fits and label in fits:
-                _, c = simulate(fits[label]["a"], start=tuple(traj[0]), n=len(traj))
+                fit = fits[label]
+                times = toy_times(fit["steps"], fit["time_scale"]) if "steps" in fit else None
+                _, c = simulate(fit["a"], start=tuple(traj[0]), n=len(traj), times=times)
                 ax2.plot(c[:, 0], c[:, 1], color=color, ls="--", lw=1, label=f"toy a={fits[label]['a']:.2f}")
         ax2.set_title("measured masking trajectories (solid) and fitted toy paths (dashed)", fontsize=9)
     for a in axes[0]:
