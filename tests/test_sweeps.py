@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def write_spec(tmp_path, grid, zipped=None, extra=None):
     spec = {"base": str(ROOT / "configs" / "micro.yaml"), "grid": grid,
-            "set": {"probe.kind": "analytic", "train.steps": 8, "train.n_checkpoints": 4,
+            "set": {"probe.kind": "analytic", "train.steps": 6, "train.n_checkpoints": 2,
                     "train.first_checkpoint": 3, "elicit.methods": ["naive"], "eval.n_samples": 4,
                     "sampler.n_steps": 3, **(extra or {})}}
     if zipped:
