@@ -160,7 +160,8 @@ def probe_key(data: DataConfig, probe: ProbeConfig) -> str:
     relevant = {
         "format": PROBE_FORMAT,
         "concepts": concepts,
-        "data": data.model_dump(mode="json", include={"image_size", "blur", "noise", "size_floor", "object_size", "real"}),
+        "data": data.model_dump(mode="json",
+                                include={"image_size", "blur", "noise", "size_floor", "object_size", "real"}),
         "probe": probe.model_dump(mode="json", exclude={"cache_dir", "kind", "min_accuracy"}),
     }
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
