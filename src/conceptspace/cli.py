@@ -196,15 +196,12 @@ def cmd_toy_model(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     measured, fits = {}, {}
     if args.sweep:
+        from .masking_report import held_out_trajectories
         from .sweep_report import collect_runs
 
-        by_p: dict[float, list] = {}
-        for r in collect_runs(args.sweep):
-            held = [n for n, c in r["classes"].items() if c["held_out"]]
-            if r.get("masking") is not None and "trajectories" in r and held:
-                k_draw = r["steps"].index(r["drawing_step"]) if r.get("drawing_step") in r["steps"] else 0
-                by_p.setdefault(r["masking"], []).append(
-                    (k_draw, np.array(r["trajectories"][held[0]])[:, :2], np.array(r["steps"])))
+        by_p = {p: [(r["steps"].index(r["drawing_step"]) if r.get("drawing_step") in r["steps"] else 0,
+                     t[:, :2], np.array(r["steps"])) for t, r in group]
+                for p, group in held_out_trajectories(collect_runs(args.sweep)).items()}
         for p in sorted(by_p):
             # Fit from the first checkpoint at which every seed draws its training classes (before: noise).
             k0, k1 = max(k for k, _, _ in by_p[p]), min(len(t) for _, t, _ in by_p[p])

@@ -28,6 +28,15 @@ def _first_held_out(run: dict) -> tuple[str, dict] | None:
     return next(((n, c) for n, c in run["classes"].items() if c["held_out"]), None)
 
 
+def held_out_trajectories(runs: list[dict]) -> dict[float, list[tuple[np.ndarray, dict]]]:
+    """{p: [(held-out trajectory [K, C], run record) per seed]} of the masked runs that have trajectories."""
+    groups: dict[float, list[tuple[np.ndarray, dict]]] = {}
+    for r in runs:
+        if r.get("masking") is not None and "trajectories" in r and (held := _first_held_out(r)):
+            groups.setdefault(r["masking"], []).append((np.array(r["trajectories"][held[0]]), r))
+    return groups
+
+
 def learning_time(run: dict, cls: dict) -> float:
     """Steps until every concept of a class is learned; a concept never learned = twice the run (slowest)."""
     never = (run["steps"][-1] if run["steps"] else 0) * 2
@@ -107,15 +116,12 @@ def plot_time_vs_p(metrics: dict, runs: list[dict]) -> plt.Figure:
 
 def plot_trajectories_by_p(runs: list[dict], kinds: list[str]) -> plt.Figure:
     """Held-out trajectories (mean over seeds) in concept space, colored by masking probability."""
-    groups: dict[float, list[np.ndarray]] = {}
-    for r in runs:
-        if r.get("masking") is not None and "trajectories" in r and _first_held_out(r):
-            groups.setdefault(r["masking"], []).append(np.array(r["trajectories"][_first_held_out(r)[0]]))
+    groups = held_out_trajectories(runs)
     fig, ax = plt.subplots(figsize=(5.0, 4.4))
     cmap = plt.get_cmap("viridis")
     top = max(groups) or 1.0
     for p in sorted(groups):
-        mean = mean_trajectory(groups[p])
+        mean = mean_trajectory([t for t, _ in groups[p]])
         ax.plot(mean[:, 0], mean[:, 1], color=cmap(p / top), lw=2, label=f"p={p:g}")
         ax.scatter(*mean[-1, :2], color=cmap(p / top), s=15)
     concept_axes(ax, kinds, False)
