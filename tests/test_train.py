@@ -87,6 +87,9 @@ def test_existing_run_is_never_overwritten_without_flag(tmp_path, micro):
     changed = load_config(MICRO, ["train.steps=12", "train.n_checkpoints=3", "train.first_checkpoint=3", "seed=1"])
     with pytest.raises(RunDirError, match="differs.*seed"):
         train(changed, tmp_path / "r", resume=True, progress=False)
+    train(micro.model_copy(update={"train": micro.train.model_copy(update={"threads": 1})}), tmp_path / "r",
+          resume=True, progress=False)  # another thread count is not another run
+    assert load_config(tmp_path / "r" / "config.yaml") == micro  # the saved config keeps its own
     train(changed, tmp_path / "r", overwrite=True, progress=False)
     assert (tmp_path / "r" / "notes.txt").read_text() == "mine"  # only our own files are replaced
 

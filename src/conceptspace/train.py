@@ -110,7 +110,9 @@ def _prepare_run_dir(cfg: ExperimentConfig, run_dir: Path, resume: bool, overwri
     if resume:
         if not (run_dir / "config.yaml").is_file():
             raise RunDirError(f"{run_dir}: nothing to resume (no config.yaml); start it without --resume")
+        # The thread count changes speed, not the run, so a killed run may resume on another number of cores.
         saved = load_run_config(run_dir)
+        saved = saved.model_copy(update={"train": saved.train.model_copy(update={"threads": cfg.train.threads})})
         if saved != cfg:
             a, b = saved.model_dump(), cfg.model_dump()
             diff = [k for k in a if a[k] != b[k]]
