@@ -78,13 +78,11 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import load_run_config, train
+    from .train import train
 
     run_dir = Path(args.run_dir)
     if args.resume and args.config is None:
-        cfg = load_run_config(run_dir)  # resume with the saved config
-        if args.overrides:
-            cfg = load_config(run_dir / "config.yaml", args.overrides)
+        cfg = load_config(run_dir / "config.yaml", args.overrides)  # resume with the saved config
     else:
         cfg = load_config(args.config, args.overrides)
     train(cfg, run_dir, resume=args.resume, overwrite=args.overwrite)
@@ -94,11 +92,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _run_cfg(args: argparse.Namespace):
     """The saved config of a run, with --set overrides (evaluation, sampler and probe settings)."""
-    from .train import load_run_config, read_run_info
+    from .train import read_run_info
 
     read_run_info(args.run_dir)  # a clear error when the directory is not a run
-    cfg = load_run_config(args.run_dir)
-    return load_config(Path(args.run_dir) / "config.yaml", args.overrides) if args.overrides else cfg
+    return load_config(Path(args.run_dir) / "config.yaml", args.overrides)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
