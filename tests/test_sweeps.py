@@ -138,6 +138,22 @@ def test_sweep_report_on_a_micro_sweep(tmp_path):
     assert "data:image/png;base64" in report.read_text()
     assert np.isfinite(m["speed_vs_signal"]["color"]["points"][0][0])
 
+    # more seeds run later into another directory, pooled into a new one; neither sweep's own report changes
+    own = (tmp_path / "out" / "sweep_metrics.json").read_text()
+    path = write_spec(tmp_path, {"data.concepts.color.sep": [0.3, 0.6], "seed": [1]})
+    run_sweep(path, tmp_path / "more", executor="local", workers=2)
+    assert main(["report", str(tmp_path / "out"), "--pool", str(tmp_path / "more"),
+                 "--out", str(tmp_path / "pooled")]) == 0
+    pooled = json.loads((tmp_path / "pooled" / "sweep_metrics.json").read_text())
+    assert pooled["n_runs"] == 4 and len(pooled["speed_vs_signal"]["color"]["points"]) == 4
+    assert all(len(v) == 2 for v in pooled["first_corner_by_separation"]["color"].values())
+    assert (tmp_path / "out" / "sweep_metrics.json").read_text() == own
+    assert main(["report", str(tmp_path / "out"), "--pool", str(tmp_path / "out"),
+                 "--out", str(tmp_path / "twice")]) == 2  # the same runs twice
+    assert main(["report", str(tmp_path / "out"), "--pool", str(tmp_path / "more")]) == 2  # no --out
+    assert main(["report", str(tmp_path / "out"), "--pool", str(tmp_path / "more"),
+                 "--out", str(tmp_path / "more")]) == 2  # into a sweep directory
+
 
 def test_sweep_report_on_a_micro_masking_sweep(tmp_path):
     spec = {"base": str(ROOT / "configs" / "masking.yaml"), "grid": {"data.mask.0.p": [0.0, 1.0]},

@@ -116,8 +116,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     if (Path(args.run_dir) / "sweep.json").is_file():
         from .sweep_report import sweep_report
 
-        print(f"wrote {sweep_report(args.run_dir)} and {Path(args.run_dir) / 'sweep_metrics.json'}")
+        path = sweep_report(args.run_dir, pool=args.pool, out=args.out)
+        print(f"wrote {path} and {path.parent / 'sweep_metrics.json'}")
         return 0
+    if args.pool or args.out:
+        raise ConceptspaceError(f"{args.run_dir}: --pool and --out apply to sweep directories (no sweep.json here)")
     cfg = _run_cfg(args)
     analyze_run(args.run_dir, cfg, tag=args.tag)
     if (Path(args.run_dir) / "eval" / args.tag / "elicitation.npz").is_file():
@@ -297,6 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--tag", default="default", help="name of this evaluation (eval/<tag>/)")
         if name == "evaluate":
             p.add_argument("--force", action="store_true", help="replace an evaluation made with other settings")
+        else:
+            p.add_argument("--pool", action="append", default=[], metavar="SWEEP_DIR",
+                           help="pool another sweep directory's runs into the report (e.g. more seeds); repeatable")
+            p.add_argument("--out", default=None, help="where a pooled sweep report goes (a new directory)")
         p.set_defaults(func=func)
 
     p = sub.add_parser("elicit", help="hidden capabilities: naive prompting vs interventions at every checkpoint")

@@ -246,14 +246,36 @@ def plot_held_out_trajectories(runs: list[dict], concept: str, kinds: list[str])
     return fig
 
 
-def sweep_report(sweep_dir: str | Path) -> Path:
-    """Write sweep_metrics.json and sweep_report.html for a sweep directory."""
-    sweep_dir = Path(sweep_dir)
-    runs = collect_runs(sweep_dir)
+def pooled_runs(sweep_dirs: list[Path]) -> list[dict]:
+    """The finished runs of several sweep directories (e.g. more seeds added later), each run counted once."""
+    runs, seen = [], {}
+    for d in sweep_dirs:
+        for r in collect_runs(d):
+            if r["name"] in seen:
+                raise SweepError(f"run {r['name']} is in both {seen[r['name']]} and {d}: pooling would count it twice")
+            seen[r["name"]] = d
+            runs.append(r)
+    if not runs:
+        raise SweepError(f"no finished runs in {', '.join(map(str, sweep_dirs))}")
+    return runs
+
+
+def sweep_report(sweep_dir: str | Path, pool: list[str | Path] = (), out: str | Path | None = None) -> Path:
+    """Write sweep_metrics.json and sweep_report.html for a sweep directory, or for it pooled with others into out."""
+    sources = [Path(sweep_dir), *map(Path, pool)]
+    if pool and out is None:
+        raise SweepError("a pooled report needs an output directory (--out), so no sweep's own report is replaced")
+    sweep_dir = Path(out) if out is not None else sources[0]
+    if pool and (sweep_dir / "sweep.json").is_file():
+        raise SweepError(f"{sweep_dir} is a sweep directory; write the pooled report to a new directory")
+    runs = pooled_runs(sources)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
     kinds = [k for k in runs[0]["classes"][next(iter(runs[0]["classes"]))]["learning_step"]]
     varied = [k for k in kinds if len({r["sep"].get(k) for r in runs}) > 1]
     metrics: dict = {"n_runs": len(runs), "concepts": kinds, "varied": varied,
                      "speed_vs_signal": speed_vs_signal(runs, kinds)}
+    if pool:
+        metrics["pooled_from"] = [str(d) for d in sources]
     figs = {"learning speed vs concept signal": plot_speed(runs, kinds)}
     if len(kinds) >= 2:
         grid = order_grid(runs, kinds[0], kinds[1])
@@ -283,6 +305,8 @@ def sweep_report(sweep_dir: str | Path) -> Path:
         figs.update(masking_figures(runs, masking, kinds))
     (sweep_dir / "sweep_metrics.json").write_text(json.dumps(metrics, indent=2))
     body = [f"<h1>Sweep: {html.escape(sweep_dir.name)} ({len(runs)} finished runs)</h1>"]
+    if pool:
+        body.append(f"<p>Pooled from {html.escape(', '.join(map(str, sources)))}.</p>")
     for kind, m in metrics["speed_vs_signal"].items():
         rho = "n/a" if m["spearman"] is None else f"{m['spearman']:.2f}"
         body.append(f"<p>{html.escape(kind)}: Spearman correlation of the held-out class's mean learning speed with "
