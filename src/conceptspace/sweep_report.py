@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import io
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -260,16 +261,16 @@ def pooled_runs(sweep_dirs: list[Path]) -> list[dict]:
     return runs
 
 
-def sweep_report(sweep_dir: str | Path, pool: list[str | Path] = (), out: str | Path | None = None) -> Path:
+def sweep_report(sweep_dir: str | Path, pool: Sequence[str | Path] = (), out: str | Path | None = None) -> Path:
     """Write sweep_metrics.json and sweep_report.html for a sweep directory, or for it pooled with others into out."""
     sources = [Path(sweep_dir), *map(Path, pool)]
     if pool and out is None:
         raise SweepError("a pooled report needs an output directory (--out), so no sweep's own report is replaced")
-    sweep_dir = Path(out) if out is not None else sources[0]
-    if pool and (sweep_dir / "sweep.json").is_file():
-        raise SweepError(f"{sweep_dir} is a sweep directory; write the pooled report to a new directory")
+    out_dir = Path(out) if out is not None else sources[0]
+    if pool and (out_dir / "sweep.json").is_file():
+        raise SweepError(f"{out_dir} is a sweep directory; write the pooled report to a new directory")
     runs = pooled_runs(sources)
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
     kinds = [k for k in runs[0]["classes"][next(iter(runs[0]["classes"]))]["learning_step"]]
     varied = [k for k in kinds if len({r["sep"].get(k) for r in runs}) > 1]
     metrics: dict = {"n_runs": len(runs), "concepts": kinds, "varied": varied,
@@ -303,8 +304,8 @@ def sweep_report(sweep_dir: str | Path, pool: list[str | Path] = (), out: str | 
     if masking:
         metrics["masking"] = masking
         figs.update(masking_figures(runs, masking, kinds))
-    (sweep_dir / "sweep_metrics.json").write_text(json.dumps(metrics, indent=2))
-    body = [f"<h1>Sweep: {html.escape(sweep_dir.name)} ({len(runs)} finished runs)</h1>"]
+    (out_dir / "sweep_metrics.json").write_text(json.dumps(metrics, indent=2))
+    body = [f"<h1>Sweep: {html.escape(out_dir.name)} ({len(runs)} finished runs)</h1>"]
     if pool:
         body.append(f"<p>Pooled from {html.escape(', '.join(map(str, sources)))}.</p>")
     for kind, m in metrics["speed_vs_signal"].items():
@@ -322,8 +323,8 @@ def sweep_report(sweep_dir: str | Path, pool: list[str | Path] = (), out: str | 
         plt.close(fig)
         body.append(f"<h2>{html.escape(name)}</h2>" + _img(buf.getvalue()))
     body.append("<h2>sweep_metrics.json</h2><pre>" + html.escape(json.dumps(metrics, indent=1)) + "</pre>")
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(sweep_dir.name)}</title>"
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(out_dir.name)}</title>"
             f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>")
-    path = sweep_dir / "sweep_report.html"
+    path = out_dir / "sweep_report.html"
     path.write_text(page)
     return path
