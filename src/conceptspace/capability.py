@@ -6,11 +6,15 @@
     names    [E], methods [E]         elicitations ("naive", "overprompt[color x1]", ...) and their method
     held_out [H]                      held-out class names
     probs    [K, E, H, S, C, V]       probe probabilities of every generation
+    has_object [K, E, H, S] bool      the generation contains an object (always true for real data)
     joint    [K, E, H]                joint accuracy: mean over samples of the product over concepts of P(target)
+    joint_paper [K, E, H]             the paper's measure: product over concepts of the mean over samples
+    probe_checksum []                 checksum of the probe's weights
 
-Onsets (metrics.json "elicitation"): per method, the first step starting `run_length` consecutive checkpoints
-whose *best-of-grid* joint accuracy is >= threshold; every grid point's own onset is reported beside it, so a
-max over many prompts is never mistaken for one prompt.
+Onsets (metrics.json "elicitation", `onsets.py`): per method, from the *best-of-grid* joint accuracy, both the
+first step starting `run_length` checkpoints at or above the threshold and the step from which it holds to the end
+of the run; every grid point's own onsets are reported beside it, and naive prompting is also read as the best of
+as many tries (initial-noise seeds) as the largest grid, so a max over many prompts is never compared with one try.
 """
 
 from __future__ import annotations
@@ -26,27 +30,35 @@ from .checkpoints import list_checkpoints
 from .concepts import ConceptSpace
 from .config import ExperimentConfig
 from .elicitation import (
+    PROMPT_METHODS,
     Elicitation,
     ElicitationError,
     best_of_grid,
     build_elicitations,
     joint_accuracy,
+    ladder_prompt,
     latent_hook,
     latent_rows,
     overprompt_prompt,
+    paper_joint_accuracy,
     patch_conditioning,
 )
-from .evaluate import load_eval, open_eval_file, over_new_checkpoints, pad_probs
+from .evaluate import EVAL_FORMAT, load_eval, object_mask, open_eval_file, over_new_checkpoints, pad_probs
 from .probe import check_probe_space, get_probe
 from .prompts import class_prompts
 from .samplers import sample
 from .train import RunDirError, load_checkpoint, read_run_info
 from .trajectories import first_sustained
 
+# Elicit settings that only the analysis reads: changing them re-reads the arrays, it does not regenerate them.
+ANALYSIS_SETTINGS = {"threshold", "run_length", "allowed_dip", "lead_fraction", "control_threshold"}
+
 
 def _prompt(space: ConceptSpace, held: str, e: Elicitation) -> np.ndarray:
     if e.method == "overprompt":
         return overprompt_prompt(space, held, e.concept, e.scale)
+    if e.method == "ladder":
+        return ladder_prompt(space, held, e.concept, e.value)
     return class_prompts(space, [held])[0]
 
 
@@ -60,44 +72,63 @@ def _latent_site(cfg: ExperimentConfig) -> str:
 
 
 def _generate(model, objective, cfg: ExperimentConfig, prompts: torch.Tensor, guidance: float,
-              shared: int, hooks: list) -> np.ndarray:
+              shared: int | None, hooks: list, noise: int = 0) -> np.ndarray:
     s, size = cfg.sampler, cfg.data.image_size
-    gen = torch.Generator().manual_seed(cfg.eval.seed)
+    gen = torch.Generator().manual_seed(cfg.eval.seed + noise)
+    # A latent hook holds one row of parameters per prompt, so every prompt must be in the same forward pass.
+    batch_size = len(prompts) if hooks else cfg.eval.batch_size
     with model.hooks(hooks):
         x = sample(model, objective, prompts, shape=(3, size, size), n_steps=s.n_steps, method=s.method, eta=s.eta,
-                   guidance_scale=guidance, generator=gen, batch_size=cfg.eval.batch_size, shared_noise=shared,
+                   guidance_scale=guidance, generator=gen, batch_size=batch_size, shared_noise=shared,
                    clip_x0=s.clip_x0)
     return x.clamp(0, 1).numpy()
 
 
 def elicit_checkpoint(model, objective, cfg: ExperimentConfig, space: ConceptSpace, probe,
-                      elicitations: list[Elicitation], donors: dict[int, torch.nn.Module]) -> np.ndarray:
-    """Probabilities [E, H, S, C, V] of every elicitation's generations for every held-out class at one checkpoint."""
-    n = cfg.elicit.n_samples
-    out = {}
-    batched = [e for e in elicitations if e.method in ("naive", "overprompt", "latent")]
-    site = _latent_site(cfg) if any(e.method == "latent" for e in batched) else None
+                      elicitations: list[Elicitation],
+                      donors: dict[int, torch.nn.Module]) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities [E, H, S, C, V], has_object [E, H, S]) of every elicitation's generations for every held-out
+    class at one checkpoint."""
+    n, C = cfg.elicit.n_samples, len(space.concepts)
+    out: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+
+    def read(images: np.ndarray, groups: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        probs = pad_probs(probe.predict_proba(images)).reshape(groups, n, C, -1)
+        found = object_mask(images, space).reshape(groups, n)
+        return list(zip(probs, found))
+
+    batched = [e for e in elicitations if e.method in PROMPT_METHODS]
+    site = _latent_site(cfg) if any(e.method.startswith("latent") for e in batched) else None
     for held in space.held_out:
         # 1. Prompt and latent elicitations in one batch, every group of rows sharing the same noise.
         prompts = torch.from_numpy(np.stack([_prompt(space, held, e) for e in batched for _ in range(n)]))
-        hooks = [(site, latent_hook(latent_rows(model, space, held, batched, n, site)))] if site else []
+        rows = latent_rows(model, space, held, batched, n, site, cfg.elicit.paper_latent_values) if site else None
+        hooks = [(site, latent_hook(rows))] if site else []
         images = _generate(model, objective, cfg, prompts, cfg.sampler.guidance_scale, n, hooks)
-        probs = pad_probs(probe.predict_proba(images)).reshape(len(batched), n, len(space.concepts), -1)
-        for k, e in enumerate(batched):
-            out[(e.name, held)] = probs[k]
+        for e, r in zip(batched, read(images, len(batched))):
+            out[(e.name, held)] = r
         naive = torch.from_numpy(np.repeat(class_prompts(space, [held]), n, axis=0))
-        # 2. Patching: the donor's conditioning path on this checkpoint's body; 3. guidance scales.
+        # 2. More tries of naive prompting: independent initial noise for every try but the first (= naive).
+        tries = [e for e in elicitations if e.method == "naive_k" and e.noise > 0]
+        if tries:
+            images = _generate(model, objective, cfg, naive.repeat(len(tries), 1), cfg.sampler.guidance_scale,
+                               None, [], noise=1)
+            for e, r in zip(tries, read(images, len(tries))):
+                out[(e.name, held)] = r
+        # 3. Patching: the donor's conditioning path on this checkpoint's body; 4. guidance scales.
         for e in elicitations:
-            if e.method == "patch":
+            if e.method == "naive_k" and e.noise == 0:
+                out[(e.name, held)] = out[("naive", held)]
+            elif e.method == "patch":
                 patched = copy.deepcopy(model)
                 patch_conditioning(patched, donors[e.donor])
-                images = _generate(patched, objective, cfg, naive, cfg.sampler.guidance_scale, n, [])
+                out[(e.name, held)] = read(_generate(patched, objective, cfg, naive, cfg.sampler.guidance_scale, n,
+                                                     []), 1)[0]
             elif e.method == "cfg":
-                images = _generate(model, objective, cfg, naive, e.guidance, n, [])
-            else:
-                continue
-            out[(e.name, held)] = pad_probs(probe.predict_proba(images)).reshape(n, len(space.concepts), -1)
-    return np.stack([np.stack([out[(e.name, h)] for h in space.held_out]) for e in elicitations])
+                out[(e.name, held)] = read(_generate(model, objective, cfg, naive, e.guidance, n, []), 1)[0]
+    probs = np.stack([np.stack([out[(e.name, h)][0] for h in space.held_out]) for e in elicitations])
+    found = np.stack([np.stack([out[(e.name, h)][1] for h in space.held_out]) for e in elicitations])
+    return probs, found
 
 
 def elicit_run(run_dir: str | Path, cfg: ExperimentConfig, tag: str = "default", force: bool = False,
@@ -115,7 +146,9 @@ def elicit_run(run_dir: str | Path, cfg: ExperimentConfig, tag: str = "default",
     if not ckpts:
         raise RunDirError(f"{run_dir}: no checkpoints yet; train first")
     path = run_dir / "eval" / tag / "elicitation.npz"
-    settings = {"elicit": cfg.elicit.model_dump(mode="json"), "sampler": cfg.sampler.model_dump(mode="json"),
+    # Analysis settings (thresholds, criteria) do not change the arrays, so they may change without a new --tag.
+    settings = {"elicit": cfg.elicit.model_dump(mode="json", exclude=ANALYSIS_SETTINGS),
+                "sampler": cfg.sampler.model_dump(mode="json"), "format": EVAL_FORMAT,
                 "probe": cfg.probe.model_dump(mode="json", exclude={"cache_dir"}), "seed": cfg.eval.seed}
     arrays = open_eval_file(path, settings, force)
     probe = get_probe(cfg, progress)
@@ -131,12 +164,13 @@ def elicit_run(run_dir: str | Path, cfg: ExperimentConfig, tag: str = "default",
             donors[e.donor] = load_checkpoint(match[0])[1]
 
     def read(model, objective) -> dict[str, np.ndarray]:
-        probs = elicit_checkpoint(model, objective, cfg, space, probe, elicitations, donors)  # [E, H, S, C, V]
+        probs, found = elicit_checkpoint(model, objective, cfg, space, probe, elicitations, donors)  # [E, H, S, ...]
         joint = np.stack([joint_accuracy(probs[:, h], name) for h, name in enumerate(space.held_out)], axis=1)
-        return {"probs": probs[None], "joint": joint[None]}
+        paper = np.stack([paper_joint_accuracy(probs[:, h], name) for h, name in enumerate(space.held_out)], axis=1)
+        return {"probs": probs[None], "has_object": found[None], "joint": joint[None], "joint_paper": paper[None]}
 
     static = {"names": np.array([e.name for e in elicitations]), "methods": np.array([e.method for e in elicitations]),
-              "held_out": np.array(space.held_out)}
+              "held_out": np.array(space.held_out), "probe_checksum": np.array(probe.checksum)}
     over_new_checkpoints(run_dir, path, arrays, read, static, "elicit", progress)
     return path
 

@@ -206,7 +206,8 @@ class EvalConfig(StrictModel):
     seed: int = Field(0, ge=0)  # initial noise, shared by every checkpoint so trajectories are comparable
     batch_size: int = Field(256, ge=1)
     threshold: float = Field(0.8, gt=0.0, le=1.0)  # learning time: accuracy above this ...
-    run_length: int = Field(3, ge=1)  # ... for this many consecutive checkpoints ...
+    run_length: int = Field(3, ge=1)  # ... for this many consecutive checkpoints (first reached) ...
+    allowed_dip: int = Field(1, ge=0)  # ... held: then above it to the end, but for dips of this many checkpoints
     smoothing: float = Field(1.5, ge=0.0)  # ... after Gaussian smoothing along checkpoints (sigma, in checkpoints)
     memorisation_radius: float = Field(0.5, gt=0.0)  # a held-out trajectory this close to a training corner
     # The analysis of held-out trajectories starts once the training classes are drawn: their mean accuracy this
@@ -217,21 +218,37 @@ class EvalConfig(StrictModel):
 
 
 class ElicitConfig(StrictModel):
-    """Hidden-capability elicitation of the held-out classes (paper-notes 5)."""
+    """Hidden-capability elicitation of the held-out classes (the paper's Sec. 5 and Appendix on interventions)."""
 
-    methods: list[Literal["naive", "overprompt", "latent", "patch", "cfg"]] = Field(
+    methods: list[Literal["naive", "overprompt", "ladder", "latent", "latent_paper", "patch", "cfg"]] = Field(
         default_factory=lambda: ["naive", "overprompt", "latent"]
     )
     concepts: list[str] | None = None  # concepts pushed / boosted; None = every non-categorical one
     overprompt_scales: list[float] = Field(default_factory=lambda: [0.5, 1.0])  # gaps beyond the class value
+    # The paper's overprompting ladder: explicit prompt values of a pushed concept, most exaggerated last (its
+    # blues for the held-out small blue class); the other concepts keep the class's value.
+    ladder: dict[str, list[list[float]]] = Field(default_factory=lambda: {"color": [
+        [0.4, 0.4, 0.6], [0.35, 0.35, 0.65], [0.25, 0.25, 0.75], [0.15, 0.15, 0.85], [0.05, 0.05, 0.95]]})
     latent_alphas: list[float] = Field(default_factory=lambda: [1.0, 3.0])  # amplification of the concept component
     latent_beta: float = Field(0.1, ge=0.0, le=1.0)  # fraction of the competing component removed
     latent_at: Literal["auto", "blocks", "shared"] = "auto"  # auto: per-block for sep_mlp, shared for common_*
+    # latent_paper: the boosted direction is the embedding of a concept-only prompt at this extreme value (the
+    # paper's blue, RGB (0.05, 0.05, 0.95)); concepts not listed use the held-out class's value.
+    paper_latent_values: dict[str, list[float]] = Field(default_factory=lambda: {"color": [0.05, 0.05, 0.95]})
     patch_donors: list[int] = Field(default_factory=lambda: [-1])  # donor checkpoint steps; -1 = the last one
     guidance_scales: list[float] = Field(default_factory=lambda: [2.0, 4.0])
     n_samples: int = Field(16, ge=1)  # per elicitation, held-out class and checkpoint
+    # Best-of-k naive prompting: k initial-noise seeds of the naive prompt, each n_samples, so naive prompting gets
+    # as many tries as an intervention grid. None: the size of the largest grid; 1: plain naive only.
+    naive_tries: int | None = Field(None, ge=1)
     threshold: float = Field(0.8, gt=0.0, le=1.0)  # onset: joint accuracy at or above this ...
-    run_length: int = Field(3, ge=1)  # ... for this many consecutive checkpoints
+    run_length: int = Field(3, ge=1)  # ... for this many consecutive checkpoints (first reached) ...
+    allowed_dip: int = Field(1, ge=0)  # ... held: then above it to the end, but for dips of at most this many
+    # A hidden capability: the intervention's held onset comes this fraction of the run before best-of-k naive
+    # prompting's (never = the run's end) ...
+    lead_fraction: float = Field(0.15, ge=0.0, le=1.0)
+    # ... and the training classes sharing the pushed value are drawn with it (naive accuracy >= this) there.
+    control_threshold: float = Field(0.8, gt=0.0, le=1.0)
 
 
 class ExperimentConfig(StrictModel):

@@ -1,18 +1,23 @@
 """Hidden capabilities: ways of asking a checkpoint for a held-out class, evaluated as rows of one table.
 
-An `Elicitation` is a prompt transform plus optional edits of the conditioning path (paper-notes 5):
+An `Elicitation` is a prompt transform plus optional edits of the conditioning path (the paper's Sec. 5):
 
-- naive:       the held-out class's nominal prompt;
-- overprompt:  one concept's prompt value pushed beyond the training range, mean_v + s * (mean_v - mean_other);
-- latent:      linear latent intervention: in every conditioned block (or on the shared embedding of a
-               common_linear model), at every sampling step, e' = e + alpha (e . b) b, then
-               e'' = e' - beta (e' . l) l, with b the block's embedding of a concept-only prompt of the held-out
-               value of the boosted concept and l that of the competing value of each other concept (unit norm);
-- patch:       the checkpoint's conditioning-path parameters replaced by those of a donor checkpoint;
-- cfg:         classifier-free guidance scale w (models trained with prompt dropout).
+- naive:        the held-out class's nominal prompt; `naive_k` rows are the same prompt under k initial-noise
+                seeds (try 0 is naive itself), so naive prompting can be given as many tries as an intervention;
+- overprompt:   one concept's prompt value pushed beyond the training range, mean_v + s * (mean_v - mean_other);
+- ladder:       the paper's overprompting ladder: explicit, increasingly exaggerated values of one concept;
+- latent:       linear latent intervention: in every conditioned block (or on the shared embedding of a
+                common_linear model), at every sampling step, e' = e + alpha (e . b) b, then
+                e'' = e' - beta (e' . l) l (b, l unit norm). Contrastive directions: b = E(held-out prompt) -
+                E(the same prompt with the boosted concept at its competing value), l = E(the prompt with another
+                concept at its competing value) - E(held-out prompt), E the block's embedding;
+- latent_paper: the paper's directions: b = E(a prompt stating only the boosted concept, at an extreme value),
+                l = E(a prompt stating only another concept, at its competing value);
+- patch:        the checkpoint's conditioning-path parameters replaced by those of a donor checkpoint;
+- cfg:          classifier-free guidance scale w (models trained with prompt dropout).
 
 Prompt-only and latent elicitations of a checkpoint are sampled in one batch (the latent hook applies each row's
-own alpha, beta and directions); patch and cfg need their own passes.
+own alpha, beta and directions); the extra naive tries, patch and cfg need their own passes.
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from .concepts import ConceptSpace
 from .errors import ConceptspaceError
 from .prompts import PromptLayout, class_prompts
 
-METHODS = ("naive", "overprompt", "latent", "patch", "cfg")
+METHODS = ("naive", "overprompt", "ladder", "latent", "latent_paper", "patch", "cfg")
+PROMPT_METHODS = ("naive", "overprompt", "ladder", "latent", "latent_paper")  # sampled together in one batch
+LATENT_METHODS = ("latent", "latent_paper")
 
 
 class ElicitationError(ConceptspaceError):
@@ -37,13 +44,15 @@ class ElicitationError(ConceptspaceError):
 class Elicitation:
     """One way of asking for a held-out class."""
 
-    name: str  # "naive", "overprompt[color x1.0]", "latent[color a=2 b=0.1]", "patch[from 6000]", "cfg[w=3]"
-    method: str
+    name: str  # "naive", "naive[try 2]", "overprompt[color x1]", "latent[color a=2 b=0.1]", "patch[from 6000]"
+    method: str  # the rows of one method are its grid; its reading at a checkpoint is the best grid point
     concept: str | None = None  # the pushed / boosted concept
     scale: float = 0.0  # overprompt push s, or latent alpha
     beta: float = 0.0  # latent: fraction of the competing component removed
     donor: int | None = None  # patch: donor checkpoint step (-1 = the last one)
     guidance: float = 1.0  # cfg scale
+    value: tuple[float, ...] | None = None  # ladder: the concept's prompt value
+    noise: int = 0  # naive_k: the try (initial-noise seed offset; 0 = the noise every other row uses)
 
 
 def overprompt_prompt(space: ConceptSpace, name: str, concept: str, scale: float) -> np.ndarray:
@@ -61,17 +70,32 @@ def overprompt_prompt(space: ConceptSpace, name: str, concept: str, scale: float
     return h
 
 
-def concept_only_prompt(space: ConceptSpace, concept: str, value: int) -> np.ndarray:
-    """A prompt that states one concept's value and nothing else (every other slot 0)."""
+def ladder_prompt(space: ConceptSpace, name: str, concept: str, value: tuple[float, ...]) -> np.ndarray:
+    """The held-out class's prompt with one concept's slots set to an explicit value (a rung of the ladder)."""
+    h = class_prompts(space, [name])[0].copy()
+    h[PromptLayout.for_space(space).slices[concept]] = value
+    return h
+
+
+def concept_only_prompt(space: ConceptSpace, concept: str, value: int | np.ndarray) -> np.ndarray:
+    """A prompt that states one concept's value and nothing else (every other slot 0); `value` is a value index or
+    explicit slot values."""
     layout = PromptLayout.for_space(space)
     h = np.zeros(layout.dim, dtype=np.float32)
     c = space.concept(concept)
     sl = layout.slices[concept]
-    if c.kind == "shape":
+    if not isinstance(value, (int, np.integer)):
+        h[sl] = value
+    elif c.kind == "shape":
         h[sl.start + value] = 1.0
     else:
         h[sl] = c.means[value]
     return h
+
+
+def _slot_width(space: ConceptSpace, concept: str) -> int:
+    sl = PromptLayout.for_space(space).slices[concept]
+    return sl.stop - sl.start
 
 
 def build_elicitations(space: ConceptSpace, cfg) -> list[Elicitation]:
@@ -89,11 +113,26 @@ def build_elicitations(space: ConceptSpace, cfg) -> list[Elicitation]:
             raise ElicitationError("elicit.overprompt_scales is empty")
         out += [Elicitation(f"overprompt[{c} x{s:g}]", "overprompt", c, s) for c in concepts
                 for s in cfg.overprompt_scales]
-    if "latent" in cfg.methods:
-        if not cfg.latent_alphas:
-            raise ElicitationError("elicit.latent_alphas is empty")
-        out += [Elicitation(f"latent[{c} a={a:g} b={cfg.latent_beta:g}]", "latent", c, a, cfg.latent_beta)
-                for c in concepts for a in cfg.latent_alphas]
+    if "ladder" in cfg.methods:
+        rungs = [(c, tuple(float(x) for x in v)) for c in concepts for v in cfg.ladder.get(c, [])]
+        if not rungs:
+            raise ElicitationError(f"elicit.ladder has no values for the pushed concepts ({', '.join(concepts)})")
+        for c, v in rungs:
+            if len(v) != _slot_width(space, c):
+                raise ElicitationError(f"elicit.ladder.{c}: value {list(v)} has {len(v)} numbers, the prompt "
+                                       f"has {_slot_width(space, c)} for {c}")
+        out += [Elicitation(f"ladder[{c} ({', '.join(f'{x:g}' for x in v)})]", "ladder", c, value=v)
+                for c, v in rungs]
+    for method in LATENT_METHODS:
+        if method in cfg.methods:
+            if not cfg.latent_alphas:
+                raise ElicitationError("elicit.latent_alphas is empty")
+            for c, v in cfg.paper_latent_values.items():
+                if c in space.kinds and len(v) != _slot_width(space, c):
+                    raise ElicitationError(f"elicit.paper_latent_values.{c}: {len(v)} numbers, the prompt has "
+                                           f"{_slot_width(space, c)} for {c}")
+            out += [Elicitation(f"{method}[{c} a={a:g} b={cfg.latent_beta:g}]", method, c, a, cfg.latent_beta)
+                    for c in concepts for a in cfg.latent_alphas]
     if "patch" in cfg.methods:
         if not cfg.patch_donors:
             raise ElicitationError("elicit.patch_donors is empty")
@@ -102,19 +141,71 @@ def build_elicitations(space: ConceptSpace, cfg) -> list[Elicitation]:
         if not cfg.guidance_scales:
             raise ElicitationError("elicit.guidance_scales is empty")
         out += [Elicitation(f"cfg[w={w:g}]", "cfg", guidance=w) for w in cfg.guidance_scales]
+    # Naive prompting with as many tries as the largest grid: a best of k beats one try by chance alone.
+    largest = max([sum(e.method == m for e in out) for m in dict.fromkeys(e.method for e in out)], default=1)
+    k = cfg.naive_tries if cfg.naive_tries is not None else largest
+    if k > 1:
+        out += [Elicitation("naive[try 0]", "naive_k")] + [Elicitation(f"naive[try {j}]", "naive_k", noise=j)
+                                                            for j in range(1, k)]
     return out
 
 
 # ------------------------------------------------------------------------------------------ latent hook
 
 
-def block_directions(model, space: ConceptSpace, concept: str, value: int, at: str) -> dict[str, torch.Tensor]:
-    """Unit direction per hook point: the embedding of a concept-only prompt through the same projector."""
-    h = torch.from_numpy(concept_only_prompt(space, concept, value))[None]
-    x = torch.zeros(1, model.in_channels, model.image_size, model.image_size)
+def prompt_embeddings(model, prompts: np.ndarray, at: str) -> dict[str, torch.Tensor]:
+    """Embedding of each prompt at every hook point matching `at`: {hook: [N, C]}.
+
+    The conditioning path depends on the prompt only (not on the image or the time), so one forward pass at x = 0,
+    t = 0 reads it."""
+    h = torch.from_numpy(np.asarray(prompts, dtype=np.float32))
+    x = torch.zeros(len(h), model.in_channels, model.image_size, model.image_size)
     with torch.no_grad():
-        _, cache = model.run_with_cache(x, torch.zeros(1), h, names=at)
-    return {k: v[0] / v[0].norm().clamp_min(1e-12) for k, v in cache.items()}
+        _, cache = model.run_with_cache(x, torch.zeros(len(h)), h, names=at)
+    return cache
+
+
+def _unit(v: torch.Tensor) -> torch.Tensor:
+    return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def with_value(space: ConceptSpace, name: str, concept: str, value: int) -> str:
+    """The class name with one concept's digit replaced (11 with color at value 0 -> 01)."""
+    j = space.kinds.index(concept)
+    return name[:j] + str(value) + name[j + 1:]
+
+
+def contrastive_directions(model, space: ConceptSpace, held_name: str, concept: str,
+                           at: str) -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]]]:
+    """(b, [l, ...]) per hook point, unit norm: b points from the competing values of `concept` to the held-out
+    value (E(held-out prompt) - E(prompt with that concept changed), averaged over competing values); each l from
+    the held-out prompt to one competing value of another concept (the memorised training corners)."""
+    j = space.kinds.index(concept)
+    others = [v for v in range(space.concepts[j].n_values) if v != int(held_name[j])]
+    comps = [(c.kind, v) for i, c in enumerate(space.concepts) if i != j
+             for v in range(c.n_values) if v != int(held_name[i])]
+    names = [held_name] + [with_value(space, held_name, concept, v) for v in others] + \
+        [with_value(space, held_name, k, v) for k, v in comps]
+    emb = prompt_embeddings(model, class_prompts(space, names), at)
+    n = len(others)
+    boost = {k: _unit(e[0] - e[1:1 + n].mean(0)) for k, e in emb.items()}
+    compete = [{k: _unit(e[1 + n + m] - e[0]) for k, e in emb.items()} for m in range(len(comps))]
+    return boost, compete
+
+
+def paper_directions(model, space: ConceptSpace, held_name: str, concept: str, at: str,
+                     extreme: dict[str, list[float]]) -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]]]:
+    """(b, [l, ...]) as in the paper's intervention: b = E(prompt stating only `concept`, at its extreme value if
+    one is given, else the held-out value), l = E(prompt stating only another concept, at a competing value)."""
+    j = space.kinds.index(concept)
+    target = np.asarray(extreme[concept], np.float32) if concept in extreme else int(held_name[j])
+    prompts = [concept_only_prompt(space, concept, target)]
+    prompts += [concept_only_prompt(space, c.kind, v) for i, c in enumerate(space.concepts) if i != j
+                for v in range(c.n_values) if v != int(held_name[i])]
+    emb = prompt_embeddings(model, np.stack(prompts), at)
+    boost = {k: _unit(e[0]) for k, e in emb.items()}
+    compete = [{k: _unit(e[m]) for k, e in emb.items()} for m in range(1, len(prompts))]
+    return boost, compete
 
 
 @dataclass
@@ -132,6 +223,9 @@ def latent_hook(rows: LatentRows):
 
     def fn(e: torch.Tensor, name: str) -> torch.Tensor:
         reps = e.shape[0] // rows.alpha.shape[0]  # classifier-free guidance doubles the batch
+        if reps < 1 or e.shape[0] % rows.alpha.shape[0]:
+            raise ValueError(f"latent hook: {e.shape[0]} rows for {rows.alpha.shape[0]} row parameters (the batch "
+                             "must not be split into chunks)")
         alpha, beta = rows.alpha.repeat(reps, 1), rows.beta.repeat(reps, 1)
         b = rows.boost[name].repeat(reps, 1)  # [B, C]
         v = e + alpha * (e * b).sum(-1, keepdim=True) * b
@@ -145,33 +239,30 @@ def latent_hook(rows: LatentRows):
 
 
 def latent_rows(model, space: ConceptSpace, held_name: str, elicitations: list[Elicitation], n_samples: int,
-                at: str) -> LatentRows:
+                at: str, extreme: dict[str, list[float]] | None = None) -> LatentRows:
     """Row parameters for a batch of `len(elicitations) * n_samples` rows (non-latent rows untouched)."""
-    cache: dict[tuple[str, int], dict[str, torch.Tensor]] = {}
+    cache: dict[tuple[str, str], tuple] = {}
 
-    def direction(kind: str, value: int) -> dict[str, torch.Tensor]:
-        if (kind, value) not in cache:
-            cache[(kind, value)] = block_directions(model, space, kind, value, at)
-        return cache[(kind, value)]
+    def directions(method: str, concept: str) -> tuple:
+        if (method, concept) not in cache:
+            cache[(method, concept)] = (
+                contrastive_directions(model, space, held_name, concept, at) if method == "latent" else
+                paper_directions(model, space, held_name, concept, at, extreme or {}))
+        return cache[(method, concept)]
 
     hooks = model.resolve_hook_names(at)
-    dims = {h: direction(space.kinds[0], 0)[h].shape[0] for h in hooks}
+    dims = {h: e.shape[1] for h, e in prompt_embeddings(model, class_prompts(space, [held_name]), at).items()}
     n_comp = sum(c.n_values - 1 for c in space.concepts) or 1
     n_rows = len(elicitations) * n_samples
     alpha, beta = torch.zeros(n_rows, 1), torch.zeros(n_rows, 1)
     boost = {h: torch.zeros(n_rows, dims[h]) for h in hooks}
     compete = {h: torch.zeros(n_rows, n_comp, dims[h]) for h in hooks}
     for k, e in enumerate(elicitations):
-        if e.method != "latent":
+        if e.method not in LATENT_METHODS:
             continue
         rows = slice(k * n_samples, (k + 1) * n_samples)
-        j = space.kinds.index(e.concept)
         alpha[rows], beta[rows] = e.scale, e.beta
-        # Competing directions: for every other concept, its values other than the held-out one (for binary
-        # concepts: the memorised training value the trajectory is drawn to).
-        comps = [direction(c.kind, v) for i, c in enumerate(space.concepts) if i != j
-                 for v in range(c.n_values) if v != int(held_name[i])]
-        b = direction(e.concept, int(held_name[j]))
+        b, comps = directions(e.method, e.concept)
         for h in hooks:
             boost[h][rows] = b[h]
             for m, comp in enumerate(comps):
@@ -202,6 +293,16 @@ def joint_accuracy(probs: np.ndarray, held_name: str) -> np.ndarray:
     digits = [int(ch) for ch in held_name]
     p = np.stack([probs[..., j, d] for j, d in enumerate(digits)], axis=-1)  # [..., S, C]
     return p.prod(-1).mean(-1)
+
+
+def paper_joint_accuracy(probs: np.ndarray, held_name: str) -> np.ndarray:
+    """[..., S, C, V] -> [...] the paper's measure: product over concepts of the mean over samples of P(target).
+
+    It is at least the per-sample measure's value when the concepts are read independently of each other, and can
+    exceed it a lot when they are not (half the samples blue and large, half red and small: 0.25 vs 0)."""
+    digits = [int(ch) for ch in held_name]
+    p = np.stack([probs[..., j, d] for j, d in enumerate(digits)], axis=-1)  # [..., S, C]
+    return p.mean(-2).prod(-1)
 
 
 def best_of_grid(joint: np.ndarray, methods: list[str]) -> dict[str, np.ndarray]:

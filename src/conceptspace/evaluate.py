@@ -8,6 +8,8 @@
     probs          [K, P, S, C, V]        probe probabilities per sample and concept (V = most values of a concept)
     preds          [K, P, S, C]           argmax of probs
     analytic_probs [K, P, S, C, V]        the analytic probe's reading of the same images (a cross-check)
+    has_object     [K, P, S] bool         the generation contains an object (always true for real data)
+    probe_checksum []                     checksum of the probe's weights (the same probe reads the same)
     samples        [K, P, n_show, 3, H, W] uint8, the first generations of each class (for figures)
 
 The file is rewritten atomically after every checkpoint, so an interrupted evaluation keeps what it did, and a
@@ -31,18 +33,20 @@ from .checkpoints import CheckpointError, list_checkpoints
 from .concepts import ConceptSpace
 from .config import ExperimentConfig
 from .errors import ConceptspaceError
-from .probe import AnalyticProbe, check_probe_space, get_probe
+from .probe import AnalyticProbe, check_probe_space, get_probe, has_object
 from .prompts import class_prompts
 from .samplers import sample
 from .train import RunDirError, load_checkpoint, read_run_info
 
 N_SHOW = 8  # generations kept as images per class and checkpoint
+EVAL_FORMAT = 2  # bump when the arrays change (2: has_object, probe_checksum); older files need --force or --tag
 
 
 def eval_settings(cfg: ExperimentConfig) -> dict:
     """What the evaluation arrays depend on besides the checkpoints."""
     return {"sampler": cfg.sampler.model_dump(mode="json"), "eval": cfg.eval.model_dump(mode="json",
-            include={"n_samples", "seed"}), "probe": cfg.probe.model_dump(mode="json", exclude={"cache_dir"})}
+            include={"n_samples", "seed"}), "probe": cfg.probe.model_dump(mode="json", exclude={"cache_dir"}),
+            "format": EVAL_FORMAT}
 
 
 def pad_probs(per_concept: list[np.ndarray]) -> np.ndarray:
@@ -77,6 +81,11 @@ def generate_and_read(model, objective, cfg: ExperimentConfig, space: ConceptSpa
                guidance_scale=s.guidance_scale, generator=gen, batch_size=cfg.eval.batch_size, clip_x0=s.clip_x0)
     images = x.clamp(0, 1).numpy()  # [N, 3, H, W]; G's images live in [0, 1], so the probe reads clipped ones
     return images, [pad_probs(p.predict_proba(images)) for p in probes]
+
+
+def object_mask(images: np.ndarray, space: ConceptSpace) -> np.ndarray:
+    """[N] bool: which generations contain an object (G's images always have one; real images are not checked)."""
+    return np.ones(len(images), dtype=bool) if space.is_real else has_object(images)
 
 
 def open_eval_file(path: Path, settings: dict, force: bool) -> dict[str, np.ndarray]:
@@ -152,11 +161,13 @@ def evaluate_run(run_dir: str | Path, cfg: ExperimentConfig | None = None, tag: 
             "probs": probs,
             "preds": probs.argmax(-1).astype(np.int8),
             "samples": (images.reshape(P, n, *images.shape[1:])[None, :, :N_SHOW] * 255).round().astype(np.uint8),
+            "has_object": object_mask(images, space).reshape(1, P, n),
         }
         if analytic is not None:
             out["analytic_probs"] = read_by[1].reshape(1, P, n, C, -1)
         return out
 
-    static = {"classes": np.array(names), "held_out": np.array([nm in space.held_out for nm in names])}
+    static = {"classes": np.array(names), "held_out": np.array([nm in space.held_out for nm in names]),
+              "probe_checksum": np.array(probe.checksum)}
     over_new_checkpoints(run_dir, path, arrays, read, static, "evaluate", progress)
     return path

@@ -17,6 +17,8 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +32,8 @@ from .config import DataConfig, ExperimentConfig, ProbeConfig
 from .errors import ConceptspaceError
 from .render import render_space
 
-PROBE_FORMAT = 1  # bump when the probe's code changes what a cached probe means
+PROBE_FORMAT = 2  # bump when the probe's code changes what a cached probe means (2: one thread, deterministic)
+PROBE_THREADS = 1  # probe training always runs on this many threads, so its weights do not depend on the machine
 
 
 class ProbeError(ConceptspaceError):
@@ -38,6 +41,17 @@ class ProbeError(ConceptspaceError):
 
 
 # ------------------------------------------------------------------------------------------ analytic probe
+
+
+def has_object(images: np.ndarray, min_contrast: float = 0.02) -> np.ndarray:
+    """[N, 3, H, W] images -> [N] bool: some pixel differs from the border's median colour by `min_contrast`.
+
+    A blank canvas has no object to read; the probes would still return a (meaningless) reading for it.
+    """
+    x = np.asarray(images, dtype=np.float32).clip(0, 1)
+    border = np.concatenate([x[:, :, 0], x[:, :, -1], x[:, :, :, 0], x[:, :, :, -1]], axis=2)  # [N, 3, 4W]
+    bg = np.median(border, axis=2)  # [N, 3]
+    return np.linalg.norm(x - bg[:, :, None, None], axis=1).reshape(len(x), -1).max(axis=1) >= min_contrast
 
 
 def image_features(images: np.ndarray) -> dict[str, np.ndarray]:
@@ -93,6 +107,8 @@ class AnalyticProbe:
             scales.append(np.maximum(resid.std(0), 0.1 * gap))
             means.append(mu)
         return cls(space, means, scales)
+
+    checksum = "analytic"  # deterministic and untrained: nothing to check
 
     def predict_proba(self, images: np.ndarray) -> list[np.ndarray]:
         feats = image_features(images)
@@ -167,6 +183,32 @@ def probe_key(data: DataConfig, probe: ProbeConfig) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
+@contextmanager
+def deterministic_torch(threads: int) -> Iterator[None]:
+    """Run torch on a fixed number of threads with deterministic kernels, restoring both on exit.
+
+    CPU reductions split work by thread, so the same training on 1 and on 2 threads can differ in the last bits and,
+    over 1,500 steps, in what the probe reads; fixing the count makes a probe the same on every machine.
+    """
+    old_threads, old_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old_threads)
+        torch.use_deterministic_algorithms(old_det)
+
+
+def weights_checksum(net: nn.Module) -> str:
+    """sha256 (first 16 hex digits) of a network's weights in a fixed order: identical weights, identical sum."""
+    h = hashlib.sha256()
+    for name, t in sorted(net.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().to("cpu").contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def _render_pool(spaces: list[ConceptSpace], n_per_class: int, mode: str, rng) -> tuple[np.ndarray, np.ndarray]:
     xs, ys = [], []
     for space in spaces:
@@ -186,6 +228,11 @@ class LearnedProbe:
     accuracy_: dict[str, float]
     key: str
     held_out_accuracy_: dict[str, float] | None = None  # real data: accuracy on the held-out combinations alone
+
+    @property
+    def checksum(self) -> str:
+        """Checksum of the weights: two machines that read with the same probe print the same one."""
+        return weights_checksum(self.net)
 
     @torch.no_grad()
     def predict_proba(self, images: np.ndarray | torch.Tensor, batch_size: int = 1024) -> list[np.ndarray]:
@@ -230,18 +277,19 @@ def train_probe(data: DataConfig, cfg: ProbeConfig, seed: int = 0, progress: boo
         space = spaces[0]
         x, y = _render_pool(spaces, cfg.n_train_per_class, "train", np.random.default_rng([seed, 0]))
     x_t, y_t = torch.from_numpy(x), torch.from_numpy(y)
-    torch.manual_seed(seed)
-    net = ProbeNet([c.n_values for c in space.concepts], cfg.width)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    gen = torch.Generator().manual_seed(seed)
     show = sys.stderr.isatty() if progress is None else progress
-    for _ in tqdm(range(cfg.steps), disable=not show, desc="probe"):
-        idx = torch.randint(len(x_t), (cfg.batch_size,), generator=gen)
-        logits = net(x_t[idx])
-        loss = sum(nn.functional.cross_entropy(lg, y_t[idx, j]) for j, lg in enumerate(logits))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    with deterministic_torch(PROBE_THREADS):
+        torch.manual_seed(seed)
+        net = ProbeNet([c.n_values for c in space.concepts], cfg.width)
+        opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
+        gen = torch.Generator().manual_seed(seed)
+        for _ in tqdm(range(cfg.steps), disable=not show, desc="probe"):
+            idx = torch.randint(len(x_t), (cfg.batch_size,), generator=gen)
+            logits = net(x_t[idx])
+            loss = sum(nn.functional.cross_entropy(lg, y_t[idx, j]) for j, lg in enumerate(logits))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
     if data.real is None:
         return LearnedProbe(space, net, _test_accuracy(net, spaces, cfg, seed), probe_key(data, cfg))
     probe = LearnedProbe(space, net, _accuracy(net, space, x_test, y_test), probe_key(data, cfg))
