@@ -128,6 +128,15 @@ def test_joint_accuracy_is_mean_of_products():
     assert joint_accuracy(probs, "11") == pytest.approx((0.8 * 0.5 + 1.0) / 2)
 
 
+def probs_for(joint: np.ndarray) -> np.ndarray:
+    """[K, E] joint accuracies -> [K, E, H=1, S=1, C=2, V=2] probabilities of class 11 with that per-sample joint."""
+    k, e = joint.shape
+    p = np.zeros((k, e, 1, 1, 2, 2))
+    p[..., 0, 1], p[..., 0, 0] = joint[:, :, None, None], 1 - joint[:, :, None, None]
+    p[..., 1, 1] = 1.0
+    return p
+
+
 def test_onsets_and_gap_on_synthetic_curves():
     steps = np.arange(1, 21) * 100
     naive = np.clip((np.arange(20) - 10) / 5, 0, 1)  # >= 0.8 from index 14
@@ -135,14 +144,19 @@ def test_onsets_and_gap_on_synthetic_curves():
     over_b = np.clip((np.arange(20) - 6) / 5, 0, 1)  # from index 10
     arrays = {"steps": steps, "names": np.array(["naive", "o1", "o2"]),
               "methods": np.array(["naive", "overprompt", "overprompt"]), "held_out": np.array(["11"]),
-              "joint": np.stack([naive, over_a, over_b], 1)[:, :, None]}
-    m = onset_metrics(arrays, 0.8, 3)["11"]
+              "probs": probs_for(np.stack([naive, over_a, over_b], 1))}
+    settings = load_config("configs/micro.yaml").elicit
+    m = onset_metrics(arrays, settings, ["color", "size"], start_step=0)["11"]
     assert m["onset_step"] == {"naive": steps[14], "overprompt": steps[8]}
-    assert m["grid_onset_step"] == {"naive": steps[14], "o1": steps[8], "o2": steps[10]}
+    assert m["grid_onset_step"]["o2"] == {"first": steps[10], "held": steps[10]}
     assert m["gap_steps"] == steps[14] - steps[8] and not m["naive_never_reached"]
-    arrays["joint"][:, 0, 0] = 0.1
-    m = onset_metrics(arrays, 0.8, 3)["11"]
+    assert m["naive_tries"] == 1 and m["naive_best_of_k_onset"] == steps[14]
+    arrays["probs"][:, 0, ..., 0, 1] = 0.1
+    arrays["probs"][:, 0, ..., 0, 0] = 0.9
+    m = onset_metrics(arrays, settings, ["color", "size"], start_step=0)["11"]
     assert m["onset_step"]["naive"] is None and m["gap_steps"] is None and m["naive_never_reached"]
+    # Without evaluation arrays there is no control reading, so nothing counts as hidden.
+    assert m["lead_steps"]["overprompt"] == steps[-1] - steps[8] and m["hidden"] == {"overprompt": False}
 
 
 def test_micro_elicit_cli_with_patch_and_cfg(tmp_path, capsys):

@@ -38,17 +38,19 @@ def run_metrics(cfg: ExperimentConfig, arrays: dict[str, np.ndarray]) -> dict:
     kinds, n_values = list(space.kinds), [c.n_values for c in space.concepts]
     names = [str(n) for n in arrays["classes"]]
     metrics = analyze(arrays["probs"], arrays["preds"], arrays["steps"], names, list(space.held_out), kinds,
-                      n_values, cfg.eval)
+                      n_values, cfg.eval, arrays.get("has_object"))
     signal = space_signal(cfg.data)
     metrics.update({
         "steps": arrays["steps"].tolist(),
         "concepts": kinds,
         "probe": cfg.probe.kind,
+        "probe_checksum": str(arrays["probe_checksum"]) if "probe_checksum" in arrays else None,
         "probe_agreement": probe_agreement(arrays, kinds),
         "concept_signal": signal,
         "normalized_signal": normalized_signal(signal),
         "settings": {"threshold": cfg.eval.threshold, "smoothing": cfg.eval.smoothing,
-                     "run_length": cfg.eval.run_length, "n_samples": cfg.eval.n_samples},
+                     "run_length": cfg.eval.run_length, "allowed_dip": cfg.eval.allowed_dip,
+                     "drawing_level": cfg.eval.drawing_level, "n_samples": cfg.eval.n_samples},
     })
     return metrics
 
@@ -59,7 +61,7 @@ def trajectory_arrays(cfg: ExperimentConfig, arrays: dict[str, np.ndarray]) -> t
     n_values = [c.n_values for c in space.concepts]
     coords = smooth(coordinates(arrays["probs"], n_values).mean(axis=2), cfg.eval.smoothing)
     names = [str(n) for n in arrays["classes"]]
-    return coords, hard_accuracy(arrays["preds"], names)
+    return coords, hard_accuracy(arrays["preds"], names, arrays.get("has_object"))
 
 
 def analyze_run(run_dir: str | Path, cfg: ExperimentConfig, tag: str = "default") -> dict:

@@ -4,6 +4,7 @@
 
     steps    [K]                      checkpoint steps
     names    [E], methods [E]         elicitations ("naive", "overprompt[color x1]", ...) and their method
+    concepts [E]                      the concept each one pushes ("" for none)
     held_out [H]                      held-out class names
     probs    [K, E, H, S, C, V]       probe probabilities of every generation
     has_object [K, E, H, S] bool      the generation contains an object (always true for real data)
@@ -33,14 +34,11 @@ from .elicitation import (
     PROMPT_METHODS,
     Elicitation,
     ElicitationError,
-    best_of_grid,
     build_elicitations,
-    joint_accuracy,
     ladder_prompt,
     latent_hook,
     latent_rows,
     overprompt_prompt,
-    paper_joint_accuracy,
     patch_conditioning,
 )
 from .evaluate import EVAL_FORMAT, load_eval, object_mask, open_eval_file, over_new_checkpoints, pad_probs
@@ -48,7 +46,8 @@ from .probe import check_probe_space, get_probe
 from .prompts import class_prompts
 from .samplers import sample
 from .train import RunDirError, load_checkpoint, read_run_info
-from .trajectories import first_sustained
+from .onsets import best_of_grid, censored_lead, control_classes, joint_accuracy, onset
+from .trajectories import hard_accuracy
 
 # Elicit settings that only the analysis reads: changing them re-reads the arrays, it does not regenerate them.
 ANALYSIS_SETTINGS = {"threshold", "run_length", "allowed_dip", "lead_fraction", "control_threshold"}
@@ -165,36 +164,103 @@ def elicit_run(run_dir: str | Path, cfg: ExperimentConfig, tag: str = "default",
 
     def read(model, objective) -> dict[str, np.ndarray]:
         probs, found = elicit_checkpoint(model, objective, cfg, space, probe, elicitations, donors)  # [E, H, S, ...]
-        joint = np.stack([joint_accuracy(probs[:, h], name) for h, name in enumerate(space.held_out)], axis=1)
-        paper = np.stack([paper_joint_accuracy(probs[:, h], name) for h, name in enumerate(space.held_out)], axis=1)
+        joint = np.stack([joint_accuracy(probs[:, h], name, found[:, h]) for h, name in enumerate(space.held_out)],
+                         axis=1)
+        paper = np.stack([joint_accuracy(probs[:, h], name, found[:, h], "paper")
+                          for h, name in enumerate(space.held_out)], axis=1)
         return {"probs": probs[None], "has_object": found[None], "joint": joint[None], "joint_paper": paper[None]}
 
     static = {"names": np.array([e.name for e in elicitations]), "methods": np.array([e.method for e in elicitations]),
+              "concepts": np.array([e.concept or "" for e in elicitations]),
               "held_out": np.array(space.held_out), "probe_checksum": np.array(probe.checksum)}
     over_new_checkpoints(run_dir, path, arrays, read, static, "elicit", progress)
     return path
 
 
-def onset_metrics(arrays: dict[str, np.ndarray], threshold: float = 0.8, run_length: int = 3) -> dict:
-    """metrics.json "elicitation": onsets per method (best of grid), per grid point, and the gap."""
+def _pushed_concepts(arrays: dict[str, np.ndarray], i: int, kinds: list[str]) -> list[str]:
+    """The concept elicitation i pushes (from the `concepts` array, or its name "latent[color a=1 b=0.1]" in files
+    written before that array existed); every concept for those that push none (naive, patch, cfg)."""
+    if "concepts" in arrays:
+        c = str(arrays["concepts"][i])
+    else:
+        c = str(arrays["names"][i]).partition("[")[2].split(" ", 1)[0].rstrip("]")
+    return [c] if c in kinds else list(kinds)
+
+
+def control_reading(eval_arrays: dict[str, np.ndarray] | None, held: str, concepts: list[str], kinds: list[str],
+                    step: int | None, threshold: float) -> dict:
+    """Naive accuracy, at one checkpoint, of the training classes sharing the held-out value of each pushed concept
+    (for 11 and color: class 10's color). A capability counts as hidden only where these are drawn correctly."""
+    out: dict = {"step": step, "accuracy": {}, "passed": False}
+    if step is None or eval_arrays is None:
+        return out
+    steps = eval_arrays["steps"].tolist()
+    if step not in steps:
+        out["note"] = "no evaluation at this checkpoint"
+        return out
+    names = [str(n) for n in eval_arrays["classes"]]
+    held_out = [n for n, h in zip(names, eval_arrays["held_out"]) if h]
+    acc = hard_accuracy(eval_arrays["preds"], names, eval_arrays.get("has_object"))[steps.index(step)]  # [P, C]
+    for kind in concepts:
+        j = kinds.index(kind)
+        for cls in control_classes(names, held_out, held, j):
+            out["accuracy"].setdefault(cls, {})[kind] = round(float(acc[names.index(cls), j]), 4)
+    values = [v for per in out["accuracy"].values() for v in per.values()]
+    out["passed"] = bool(values) and min(values) >= threshold
+    return out
+
+
+def onset_metrics(arrays: dict[str, np.ndarray], settings, kinds: list[str], start_step: int | None = None,
+                  eval_arrays: dict[str, np.ndarray] | None = None) -> dict:
+    """metrics.json "elicitation" for every held-out class (settings: ElicitConfig).
+
+    Per method (best of its grid at each checkpoint): held and first-reached onsets of the per-sample joint
+    accuracy, the held onset of the paper's measure, each grid point's onsets, the lead over best-of-k naive
+    prompting (never = the run's end), the control reading at the held onset and whether the capability is hidden.
+    No onset before `start_step` (the checkpoint at which the training classes are drawn).
+    """
+    s = settings
     steps, names, methods = arrays["steps"], [str(n) for n in arrays["names"]], [str(m) for m in arrays["methods"]]
+    start = len(steps) if start_step is None else int(np.searchsorted(steps, start_step))
+    last = int(steps[-1])
     out = {}
     for h, held in enumerate(str(x) for x in arrays["held_out"]):
-        joint = arrays["joint"][:, :, h]  # [K, E]
-        per_method = {m: first_sustained(best, steps, threshold, run_length)
-                      for m, best in best_of_grid(joint, methods).items()}
-        grid = {names[i]: first_sustained(joint[:, i], steps, threshold, run_length) for i in range(len(names))}
-        naive = per_method.get("naive")
-        others = [v for m, v in per_method.items() if m != "naive" and v is not None]
-        best_other = min(others) if others else None
-        gap = naive - best_other if naive is not None and best_other is not None else None
+        found = arrays["has_object"][:, :, h] if "has_object" in arrays else None
+        joint = joint_accuracy(arrays["probs"][:, :, h], held, found)  # [K, E]
+        paper = joint_accuracy(arrays["probs"][:, :, h], held, found, measure="paper")
+        best, best_paper = best_of_grid(joint, methods), best_of_grid(paper, methods)
+        read = {m: onset(v, steps, s.threshold, s.run_length, s.allowed_dip, start) for m, v in best.items()}
+        naive_k = read.get("naive_k", read["naive"])["held"]
+        interventions = [m for m in read if m not in ("naive", "naive_k")]
+        lead = {m: censored_lead(read[m]["held"], naive_k, last) for m in interventions}
+        pushed = {m: sorted({c for i, mm in enumerate(methods) if mm == m for c in _pushed_concepts(arrays, i, kinds)})
+                  for m in interventions}
+        control = {m: control_reading(eval_arrays, held, pushed[m], kinds, read[m]["held"], s.control_threshold)
+                   for m in interventions}
+        hidden = {m: lead[m] is not None and lead[m] >= s.lead_fraction * last and control[m]["passed"]
+                  for m in interventions}
+        held_on = [read[m]["held"] for m in interventions if read[m]["held"] is not None]
+        best_other = min(held_on) if held_on else None
         out[held] = {
-            "onset_step": per_method,
-            "grid_onset_step": grid,
-            "gap_steps": gap,
-            "naive_never_reached": naive is None,
+            "measure": "per_sample",
+            "start_step": None if start >= len(steps) else int(steps[start]),
+            "onset_step": {m: r["held"] for m, r in read.items()},
+            "first_reached_step": {m: r["first"] for m, r in read.items()},
+            "paper_measure_onset_step": {m: onset(v, steps, s.threshold, s.run_length, s.allowed_dip, start)["held"]
+                                         for m, v in best_paper.items()},
+            "grid_onset_step": {names[i]: onset(joint[:, i], steps, s.threshold, s.run_length, s.allowed_dip, start)
+                                for i in range(len(names))},
+            "naive_tries": sum(m == "naive_k" for m in methods) or 1,
+            "naive_best_of_k_onset": naive_k,
+            "lead_steps": lead,
+            "control": control,
+            "hidden": hidden,
+            "hidden_capability": any(hidden.values()),
+            "gap_steps": naive_k - best_other if naive_k is not None and best_other is not None else None,
+            "naive_never_reached": naive_k is None,
             "best_intervention_onset": best_other,
             "final_joint": {names[i]: round(float(joint[-1, i]), 4) for i in range(len(names))},
+            "final_joint_paper": {names[i]: round(float(paper[-1, i]), 4) for i in range(len(names))},
         }
     return out
 
@@ -203,9 +269,14 @@ def add_onsets_to_metrics(run_dir: str | Path, cfg: ExperimentConfig, tag: str =
     """Merge the elicitation onsets into metrics.json, with each onset's distance to the sudden turn."""
     run_dir = Path(run_dir)
     arrays = load_eval(run_dir / "eval" / tag / "elicitation.npz")
-    onsets = onset_metrics(arrays, cfg.elicit.threshold, cfg.elicit.run_length)
     path = run_dir / "metrics.json"
     metrics = json.loads(path.read_text()) if path.is_file() else {}
+    probs_path = run_dir / "eval" / tag / "concept_probs.npz"
+    if not probs_path.is_file():
+        probs_path = run_dir / "eval" / "default" / "concept_probs.npz"
+    eval_arrays = load_eval(probs_path) if probs_path.is_file() else None
+    kinds = list(ConceptSpace.from_config(cfg.data).kinds)
+    onsets = onset_metrics(arrays, cfg.elicit, kinds, metrics.get("drawing_step"), eval_arrays)
     steps = list(arrays["steps"])
     for held, e in onsets.items():
         turn = metrics.get("turn", {}).get(held, {}).get("step")

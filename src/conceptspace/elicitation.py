@@ -29,6 +29,7 @@ import torch
 
 from .concepts import ConceptSpace
 from .errors import ConceptspaceError
+from .onsets import best_of_grid, joint_accuracy  # noqa: F401  (re-exported: the readings of an elicitation)
 from .prompts import PromptLayout, class_prompts
 
 METHODS = ("naive", "overprompt", "ladder", "latent", "latent_paper", "patch", "cfg")
@@ -286,25 +287,3 @@ def patch_conditioning(base, donor) -> None:
                 raise ElicitationError(f"patch: parameter {n} has shape {tuple(base_params[n].shape)} in one "
                                        f"checkpoint and {tuple(donor_params[n].shape)} in the other")
             base_params[n].copy_(donor_params[n])
-
-
-def joint_accuracy(probs: np.ndarray, held_name: str) -> np.ndarray:
-    """[..., S, C, V] probabilities -> [...] mean over samples of the product over concepts of P(target value)."""
-    digits = [int(ch) for ch in held_name]
-    p = np.stack([probs[..., j, d] for j, d in enumerate(digits)], axis=-1)  # [..., S, C]
-    return p.prod(-1).mean(-1)
-
-
-def paper_joint_accuracy(probs: np.ndarray, held_name: str) -> np.ndarray:
-    """[..., S, C, V] -> [...] the paper's measure: product over concepts of the mean over samples of P(target).
-
-    It is at least the per-sample measure's value when the concepts are read independently of each other, and can
-    exceed it a lot when they are not (half the samples blue and large, half red and small: 0.25 vs 0)."""
-    digits = [int(ch) for ch in held_name]
-    p = np.stack([probs[..., j, d] for j, d in enumerate(digits)], axis=-1)  # [..., S, C]
-    return p.mean(-2).prod(-1)
-
-
-def best_of_grid(joint: np.ndarray, methods: list[str]) -> dict[str, np.ndarray]:
-    """[K, E] joint accuracy -> {method: [K] max over that method's grid points}, methods in first-seen order."""
-    return {m: joint[:, [i for i, mm in enumerate(methods) if mm == m]].max(axis=1) for m in dict.fromkeys(methods)}

@@ -1,4 +1,4 @@
-"""Trajectory analysis: pure functions from evaluation arrays to the numbers of the paper (paper-notes 4.2-4.4).
+"""Trajectory analysis: pure functions from evaluation arrays to the numbers of the paper (its Sec. 4).
 
 Coordinates: for each concept, the probe's expected value index divided by (n_values - 1), averaged over samples;
 for binary concepts that is P(value 1), the paper's axes ("Color" = P(blue), "Size" = P(small)). A class's corner
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
+
+from .onsets import first_reached, held_from, onset
 
 
 def coordinates(probs: np.ndarray, n_values: list[int]) -> np.ndarray:
@@ -38,25 +40,39 @@ def smooth(x: np.ndarray, sigma: float) -> np.ndarray:
     return gaussian_filter1d(np.asarray(x, dtype=np.float64), sigma, axis=0, mode="nearest")
 
 
-def hard_accuracy(preds: np.ndarray, class_names: list[str]) -> np.ndarray:
-    """[K, P, S, C] argmax predictions -> [K, P, C] fraction of samples with the class's value."""
+def hard_accuracy(preds: np.ndarray, class_names: list[str], has_object: np.ndarray | None = None) -> np.ndarray:
+    """[K, P, S, C] argmax predictions -> [K, P, C] fraction of samples with the class's value (a sample without an
+    object, has_object [K, P, S] false, counts as wrong whatever the probe reads)."""
     digits = np.array([[int(ch) for ch in name] for name in class_names])  # [P, C]
-    return (preds == digits[None, :, None, :]).mean(axis=2)
+    right = preds == digits[None, :, None, :]
+    if has_object is not None:
+        right = right & np.asarray(has_object, dtype=bool)[..., None]
+    return right.mean(axis=2)
 
 
 def first_sustained(values: np.ndarray, steps: np.ndarray, threshold: float, run_length: int) -> int | None:
     """First step that starts `run_length` consecutive checkpoints with value >= threshold (None if never)."""
-    above = np.asarray(values) >= threshold
-    for i in range(len(above) - run_length + 1):
-        if above[i:i + run_length].all():
-            return int(steps[i])
-    return None
+    i = first_reached(values, threshold, run_length)
+    return None if i is None else int(steps[i])
 
 
 def learning_step(accuracy: np.ndarray, steps: np.ndarray, threshold: float = 0.8, sigma: float = 1.5,
-                  run_length: int = 3) -> int | None:
-    """Learning time of one concept for one class: smoothed accuracy sustained above the threshold."""
-    return first_sustained(smooth(accuracy, sigma), steps, threshold, run_length)
+                  run_length: int = 3, allowed_dip: int | None = None, start: int = 0) -> int | None:
+    """Learning time of one concept for one class, from its smoothed accuracy: the held onset (above the threshold
+    to the end of the run but for `allowed_dip` checkpoints) from checkpoint `start` on; with allowed_dip None,
+    the first checkpoint starting `run_length` in a row above it (first reached)."""
+    smoothed = smooth(accuracy, sigma)
+    i = (first_reached(smoothed, threshold, run_length, start) if allowed_dip is None
+         else held_from(smoothed, threshold, allowed_dip, start))
+    return None if i is None else int(steps[i])
+
+
+def drawing_index(train_acc: np.ndarray, n_values: list[int], level: float, sigma: float) -> int | None:
+    """First checkpoint at which the training classes are drawn: their smoothed mean accuracy (train_acc [K, P, C]
+    averaged over classes and concepts) is `level` of the way from chance to perfect; None if never."""
+    chance = float(np.mean([1 / n for n in n_values]))
+    hit = np.nonzero(smooth(train_acc.mean(axis=(1, 2)), sigma) >= chance + level * (1 - chance))[0]
+    return int(hit[0]) if len(hit) else None
 
 
 def memorisation(traj: np.ndarray, own: int, train_idx: list[int], corner: np.ndarray,
@@ -123,26 +139,33 @@ def saturation_step(train_traj: np.ndarray, train_corners: np.ndarray, steps: np
 
 
 def analyze(probs: np.ndarray, preds: np.ndarray, steps: np.ndarray, class_names: list[str], held_out: list[str],
-            kinds: list[str], n_values: list[int], eval_cfg) -> dict:
-    """metrics.json content from one evaluation (probs [K, P, S, C, V], preds [K, P, S, C])."""
+            kinds: list[str], n_values: list[int], eval_cfg, has_object: np.ndarray | None = None) -> dict:
+    """metrics.json content from one evaluation (probs [K, P, S, C, V], preds [K, P, S, C], has_object [K, P, S])."""
     e = eval_cfg
     coords = smooth(coordinates(probs, n_values).mean(axis=2), e.smoothing)  # [K, P, C]
     corner = corners(class_names, n_values)
-    acc = hard_accuracy(preds, class_names)  # [K, P, C]
+    acc = hard_accuracy(preds, class_names, has_object)  # [K, P, C]
     train_idx = [i for i, n in enumerate(class_names) if n not in held_out]
     # Before the model draws its training classes at all, its samples are noise and the probe's reading of them
-    # is arbitrary: the memorisation phase is looked for from the first checkpoint at which the training classes'
-    # mean accuracy (over classes and concepts) is `e.drawing_level` of the way from chance to perfect.
-    chance = float(np.mean([1 / n for n in n_values]))
-    level = chance + e.drawing_level * (1 - chance)
-    drawing = np.nonzero(smooth(acc[:, train_idx].mean(axis=(1, 2)), e.smoothing) >= level)[0]
-    k_draw = int(drawing[0]) if len(drawing) else len(steps) - 1
-    out: dict = {"classes": {}, "turn": {}, "drawing_step": int(steps[k_draw])}
+    # is arbitrary (at the first checkpoints every class reads bluish): no reading is taken before that. Corners,
+    # turns and elicitation onsets start at the checkpoint where the training classes are drawn on all concepts;
+    # a concept's learning steps start where they are drawn on that concept (so a fast concept is not held back
+    # by a slow one).
+    k_draw = drawing_index(acc[:, train_idx], n_values, e.drawing_level, e.smoothing)
+    never_drawn = k_draw is None
+    k_draw = len(steps) - 1 if never_drawn else k_draw
+    k_concept = [drawing_index(acc[:, train_idx, j:j + 1], [n], e.drawing_level, e.smoothing)
+                 for j, n in enumerate(n_values)]
+    out: dict = {"classes": {}, "turn": {}, "drawing_step": None if never_drawn else int(steps[k_draw]),
+                 "concept_drawing_step": {kind: None if k is None else int(steps[k]) for kind, k in zip(kinds, k_concept)}}
     for p, name in enumerate(class_names):
+        readings = {kind: onset(smooth(acc[:, p, j], e.smoothing), steps, e.threshold, e.run_length, e.allowed_dip,
+                                len(steps) if k_concept[j] is None else k_concept[j])
+                    for j, kind in enumerate(kinds)}
         out["classes"][name] = {
             "held_out": name in held_out,
-            "learning_step": {kind: learning_step(acc[:, p, j], steps, e.threshold, e.smoothing, e.run_length)
-                              for j, kind in enumerate(kinds)},
+            "learning_step": {kind: r["held"] for kind, r in readings.items()},
+            "learning_step_first": {kind: r["first"] for kind, r in readings.items()},
             "final_coords": coords[-1, p].round(4).tolist(),
             "final_accuracy": {kind: float(acc[-1, p, j]) for j, kind in enumerate(kinds)},
         }
