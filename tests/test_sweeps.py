@@ -97,7 +97,8 @@ def synthetic_runs():
     runs = []
     for sep, t in [(0.1, None), (0.2, 3000), (0.4, 1500), (0.8, 500)]:
         for seed in range(2):
-            runs.append({"sep": {"color": sep, "size": 0.4}, "signal": {"color": sep**2, "size": 0.05},
+            runs.append({"name": f"c{sep},s{seed}", "sep": {"color": sep, "size": 0.4},
+                         "signal": {"color": sep**2, "size": 0.05},
                          "steps": [100, 4000], "classes": {
                              "11": {"held_out": True, "learning_step": {"color": t, "size": 1000 + seed}},
                              "10": {"held_out": False, "learning_step": {"color": round(100 / sep), "size": 100}}}})
@@ -106,12 +107,36 @@ def synthetic_runs():
 
 def test_speed_vs_signal_on_synthetic_runs():
     m = speed_vs_signal(synthetic_runs(), ["color", "size"])
-    assert m["color"]["spearman"] == pytest.approx(1.0)
+    assert m["color"]["spearman_of_means"] == pytest.approx(1.0)
     assert m["color"]["mean_speed"][0] == 0.0  # never learned = speed 0
     assert len(m["color"]["points"]) == 8
-    assert m["size"]["spearman"] is None  # one separation only
+    assert m["size"]["spearman_of_means"] is None  # one separation only
+    # Per run: the two never-learned runs are censored at 4,000, not dropped; the order is perfect.
+    per_run = m["color"]["per_run"]
+    assert per_run["n_runs"] == 8 and per_run["n_learned"] == 6 and per_run["concordance"] == pytest.approx(1.0)
+    assert per_run["concordance_interval"] == [pytest.approx(1.0), pytest.approx(1.0)]
+    assert per_run["kaplan_meier"]["0.1"] == {"n": 2, "steps": [], "learned_fraction": [], "horizon": 4000}
+    assert per_run["kaplan_meier"]["0.8"]["learned_fraction"] == [1.0]
+    # Size has one separation and one signal: no relation to measure.
+    assert m["size"]["per_run"]["concordance"] == pytest.approx(0.5) and m["size"]["per_run"]["spearman_runs"] is None
     # Training class 10 learns color faster at larger separation; it has size value 0, so no size speed.
-    assert m["color"]["training"]["spearman"] == pytest.approx(1.0) and m["size"]["training"]["mean_speed"] == []
+    assert m["color"]["training"]["spearman_of_means"] == pytest.approx(1.0)
+    assert m["size"]["training"]["mean_speed"] == [] and m["size"]["training"]["per_run"] == {}
+
+
+def test_order_prediction_from_the_relative_signal():
+    from conceptspace.sweep_report import order_prediction
+
+    runs = []
+    for i, (sc, ss, tc, ts) in enumerate([(0.1, 0.05, 500, 900), (0.01, 0.05, None, 700), (0.1, 0.05, 800, 600),
+                                          (0.01, 0.05, None, None), (0.05, 0.05, 300, 400)]):
+        runs.append({"signal": {"color": sc, "size": ss},
+                     "classes": {"11": {"held_out": True, "learning_step": {"color": tc, "size": ts}}}})
+    pred = order_prediction(runs, "color", "size")
+    # scored: run 0 right, run 1 right (color never = censored after size), run 2 wrong; run 3 unknown (neither
+    # learned), run 4 has equal signals (no prediction).
+    assert (pred["n"], pred["n_scored"], pred["correct"], pred["unknown"]) == (5, 3, 2, 1)
+    assert pred["accuracy"] == pytest.approx(2 / 3) and pred["interval"][0] < 2 / 3 < pred["interval"][1]
 
 
 def test_order_grid_sign():

@@ -226,7 +226,7 @@ def cmd_toy_model(args: argparse.Namespace) -> int:
 def summary_table(run_dirs: list[str]) -> str:
     """A Markdown table of the key numbers of several runs (e.g. seeds), from their metrics.json."""
     head = ("| run | held-out | learned at (held-out) | final accuracy | memorised toward | turn step (angle) | "
-            "onsets | gap |\n|---|---|---|---|---|---|---|---|")
+            "held onsets | gap vs best-of-k naive | hidden capability |\n|---|---|---|---|---|---|---|---|---|")
     rows = [head]
     for d in run_dirs:
         m = json.loads((Path(d) / "metrics.json").read_text())
@@ -241,8 +241,9 @@ def summary_table(run_dirs: list[str]) -> str:
             onsets = ", ".join(f"{k} {v if v is not None else 'never'}" for k, v in e.get("onset_step", {}).items())
             gap = e.get("gap_steps")
             gap = gap if gap is not None else ("naive never" if e.get("naive_never_reached") else "-")
+            hidden = ", ".join(k for k, v in (e.get("hidden") or {}).items() if v) or ("none" if e else "-")
             rows.append(f"| {Path(d).name} | {name} | {learned} | {final} | {t.get('memorised_toward') or '-'} | "
-                        f"{turn} | {onsets or '-'} | {gap} |")
+                        f"{turn} | {onsets or '-'} | {gap} | {hidden} |")
     return "\n".join(rows)
 
 

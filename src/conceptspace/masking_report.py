@@ -1,4 +1,4 @@
-"""Underspecification in a sweep (issue 7, paper-notes 2.6 and 6): the held-out class vs masking probability p.
+"""Underspecification in a sweep (the paper's Sec. 6): the held-out class vs masking probability p.
 
 `masking_metrics(runs)` fills sweep_metrics.json's "masking" entry from the run records of `collect_runs`:
 learning time (steps to the threshold on every concept; a concept never learned counts as twice the run, i.e.
@@ -18,6 +18,7 @@ from scipy.stats import spearmanr
 from .concepts import ConceptSpace
 from .config import load_config
 from .plots import concept_axes, plot_class_grid
+from .sweep_stats import censored_summary
 from .trajectories import mean_trajectory
 
 OBJECT_DIFF = 0.15  # a pixel belongs to the object when a channel differs this much from the background
@@ -79,7 +80,24 @@ def masking_metrics(runs: list[dict]) -> dict | None:
             "learning_step": steps, "mean_speed": speeds,
             "final_p_blue": {k: float(np.mean([c["final_coords"][0] for _, _, c in by_p[p] if c.get("final_coords")]))
                              for k, p in zip(key, ps)},
-            "final_object_rgb": rgb, "n_runs": {k: len(by_p[p]) for k, p in zip(key, ps)}}
+            "final_object_rgb": rgb, "n_runs": {k: len(by_p[p]) for k, p in zip(key, ps)},
+            "per_run": masking_per_run(by_p)}
+
+
+def masking_per_run(by_p: dict[float, list[tuple[dict, str, dict]]]) -> dict:
+    """Per-run statistics of the held-out learning time (the later concept; never learned = censored at the run's
+    end) against -p (more masking: expected later), over runs, with bootstrap intervals over seeds."""
+    neg_p, times, horizon, groups = [], [], [], []
+    for p, members in by_p.items():
+        for r, _, c in members:
+            steps = list(c["learning_step"].values())
+            neg_p.append(-p)
+            times.append(None if any(s is None for s in steps) else max(steps))
+            horizon.append(r["steps"][-1] if r["steps"] else 0)
+            groups.append(p)
+    out = censored_summary(neg_p, times, horizon, groups)
+    out["covariate"] = "-p"
+    return out
 
 
 def plot_time_vs_p(metrics: dict, runs: list[dict]) -> plt.Figure:

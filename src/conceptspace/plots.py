@@ -215,22 +215,24 @@ def trajectory_gif_frames(coords: np.ndarray, steps: np.ndarray, samples: np.nda
 def plot_elicitation(steps: np.ndarray, joint: np.ndarray, names: list[str], methods: list[str], held: str,
                      onsets: dict | None = None, turn_step: int | None = None, threshold: float = 0.8) -> Figure:
     """Held-out joint accuracy over training for each way of asking: best of grid thick, grid points thin."""
-    from .elicitation import best_of_grid
+    from .onsets import best_of_grid
 
     fig, ax = plt.subplots(figsize=(6.2, 3.6))
     for c, (m, best) in enumerate(best_of_grid(joint, methods).items()):
         cols = [i for i, mm in enumerate(methods) if mm == m]
-        color = "k" if m == "naive" else f"C{c}"
+        color = "k" if m == "naive" else "0.45" if m == "naive_k" else f"C{c}"
         if len(cols) > 1:
             for i in cols:
                 ax.plot(steps, joint[:, i], color=color, lw=0.6, alpha=0.35)
-        ax.plot(steps, best, color=color, lw=2.2, label=m if len(cols) == 1 else f"{m} (best of {len(cols)})")
+        label = (f"naive, best of {len(cols)} noise seeds" if m == "naive_k" else
+                 m if len(cols) == 1 else f"{m} (best of {len(cols)})")
+        ax.plot(steps, best, color=color, lw=2.2, ls=":" if m == "naive_k" else "-", label=label)
         onset = (onsets or {}).get(m)
         if onset is not None:
             ax.axvline(onset, color=color, lw=0.8, ls="--")
     if turn_step is not None:
         ax.axvline(turn_step, color="gold", lw=2, alpha=0.8, label=f"sudden turn ({turn_step})")
-    _accuracy_axes(ax, threshold, f"joint accuracy of {held}", f"eliciting held-out class {held} (dashed: onsets)")
+    _accuracy_axes(ax, threshold, f"joint accuracy of {held}", f"eliciting held-out class {held} (dashed: held onsets)")
     fig.tight_layout()
     return fig
 
@@ -249,7 +251,7 @@ def _accuracy_axes(ax, threshold: float, ylabel: str, title: str) -> None:
 def plot_elicitation_seeds(runs: dict[str, dict], held: str, threshold: float = 0.8) -> Figure:
     """Held-out joint accuracy per method over training across runs (seeds): thin lines per run (best of each
     method's grid), thick line their mean (on the first run's checkpoints)."""
-    from .elicitation import best_of_grid
+    from .onsets import best_of_grid
 
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     ref = next(iter(runs.values()))["steps"]  # the mean is taken on the first run's checkpoints

@@ -49,22 +49,8 @@ def reading(metrics: dict) -> list[str]:
         if final:
             text += " Final accuracy: " + ", ".join(f"{k} {v:.2f}" for k, v in final.items()) + "."
         lines.append(text)
-    elic = metrics.get("elicitation", {})
-    for name, e in elic.items():
-        on = ", ".join(f"{m} {s if s is not None else 'never'}" for m, s in e.get("onset_step", {}).items())
-        gap = e.get("gap_steps")
-        text = f"Elicitation of {name}: onset steps {on}; hidden-capability gap "
-        if gap is not None:
-            text += f"{gap} steps."
-        elif e.get("naive_never_reached") and e.get("best_intervention_onset") is not None:
-            text += "open-ended: an intervention reached the threshold, naive prompting never did within the run."
-        else:
-            text += "undefined (an onset is missing)."
-        dist = {m: d for m, d in (e.get("turn_distance_checkpoints") or {}).items() if d is not None}
-        if dist:
-            text += " Onset minus sudden turn, in checkpoints: " + ", ".join(f"{m} {d:+d}" for m, d in dist.items())
-            text += " (|d| <= 2: they coincide)."
-        lines.append(text)
+    for name, e in metrics.get("elicitation", {}).items():
+        lines.extend(elicitation_reading(name, e))
     agree = metrics.get("probe_agreement")
     if agree:
         lines.append("Learned and analytic probes agree on " + ", ".join(f"{k} {v:.1%}" for k, v in agree.items())
@@ -72,6 +58,41 @@ def reading(metrics: dict) -> list[str]:
     if kinds and metrics.get("normalized_signal"):
         sig = metrics["normalized_signal"]
         lines.append("Normalised concept signal: " + ", ".join(f"{k} {sig[k]:.2f}" for k in kinds) + ".")
+    return lines
+
+
+def _step(s: int | None) -> str:
+    return "never" if s is None else str(s)
+
+
+def elicitation_reading(name: str, e: dict) -> list[str]:
+    """Plain-language reading of one held-out class's elicitation metrics (held onsets, matched naive, control)."""
+    first = e.get("first_reached_step", {})
+    on = ", ".join(f"{m} {_step(s)}" + (f" (first reached {_step(first[m])})" if first.get(m) != s and m in first
+                                        else "") for m, s in e.get("onset_step", {}).items())
+    start = e.get("start_step")
+    lines = [f"Elicitation of {name}: held onsets (joint accuracy at or above the threshold to the end of the run, "
+             f"read from step {_step(start)}, when the training classes are drawn): {on}."]
+    k = e.get("naive_tries", 1)
+    if k > 1:
+        lines.append(f"Naive prompting given {k} tries (initial-noise seeds, as many as the largest intervention "
+                     f"grid) holds from step {_step(e.get('naive_best_of_k_onset'))}; interventions are compared with "
+                     "that.")
+    for m, passed in (e.get("hidden") or {}).items():
+        lead, ctl = e["lead_steps"].get(m), e["control"].get(m, {})
+        if lead is None:
+            continue
+        acc = "; ".join(f"class {c} {', '.join(f'{k2} {v:.2f}' for k2, v in per.items())}"
+                        for c, per in ctl.get("accuracy", {}).items())
+        lines.append(f"{m}: {lead} steps ahead of best-of-{k} naive prompting"
+                     + (" (naive never holds: a lower bound)" if e.get("naive_never_reached") else "")
+                     + f"; control at its onset: {acc or 'no reading'} -> "
+                     + ("a hidden capability." if passed else "not counted as hidden (" + (
+                         "control failed" if not ctl.get("passed") else "lead below the required fraction") + ")."))
+    dist = {m: d for m, d in (e.get("turn_distance_checkpoints") or {}).items() if d is not None}
+    if dist:
+        lines.append("Onset minus sudden turn, in checkpoints: " + ", ".join(f"{m} {d:+d}" for m, d in dist.items())
+                     + " (|d| <= 2: they coincide).")
     return lines
 
 
@@ -154,10 +175,13 @@ def write_report(run_dir: str | Path, cfg: ExperimentConfig, tag: str = "default
         f"<h1>conceptspace run: {esc(run_dir.name)}</h1>",
         "<h2>Reading</h2><ul>" + "".join(f"<li>{esc(s)}</li>" for s in reading(metrics)) + "</ul>",
         f"<h2>Learning steps</h2><table><tr><th>class</th>{heads}<th>final accuracy</th></tr>{''.join(rows)}</table>",
-        f"<p>Learning step: first checkpoint starting {cfg.eval.run_length} consecutive checkpoints with smoothed "
-        f"(sigma {cfg.eval.smoothing}) accuracy at or above {cfg.eval.threshold}. {cfg.eval.n_samples} samples per "
-        f"class and checkpoint, sampler {esc(cfg.sampler.method)} with {cfg.sampler.n_steps} steps, probe "
-        f"{esc(cfg.probe.kind)}.</p>",
+        f"<p>Learning step: the checkpoint from which the smoothed (sigma {cfg.eval.smoothing}) accuracy stays at or "
+        f"above {cfg.eval.threshold} to the end of the run, with at most {cfg.eval.allowed_dip} checkpoint(s) below "
+        f"(held), read only once the training classes draw that concept (a sample without an object counts as "
+        f"wrong); metrics.json also gives the first checkpoint starting {cfg.eval.run_length} in a row above it "
+        f"(learning_step_first). {cfg.eval.n_samples} samples per class and checkpoint, sampler "
+        f"{esc(cfg.sampler.method)} with {cfg.sampler.n_steps} steps, probe {esc(cfg.probe.kind)} (weights "
+        f"{esc(str(metrics.get('probe_checksum')))}).</p>",
         "<h2>Concept space</h2><div class='figs'>" + _img(figs["trajectories.png"])
         + _img(figs["trajectory.gif"], "image/gif") + "</div>",
     ]

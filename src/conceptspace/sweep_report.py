@@ -1,8 +1,9 @@
 """Aggregation of a sweep: the concept-signal law (learning speed vs signal), learning order, trajectories.
 
 `sweep_report(sweep_dir)` reads every run's `metrics.json`, `config.yaml` and evaluation arrays and writes
-`sweep_metrics.json` and a self-contained `sweep_report.html`. Learning speed = 1 / learning step; a concept never
-learned within the run has speed 0 (and counts as slowest in rank statistics).
+`sweep_metrics.json` and a self-contained `sweep_report.html`. Statistics are over runs, not over means: a concept
+never learned within a run is censored at the run's last step (`sweep_stats.py`: Kaplan-Meier curves, Harrell's C,
+Spearman over runs with never = speed 0, bootstrap intervals over seeds). Learning speed = 1 / learning step.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .config import load_config
 from .evaluate import load_eval
 from .masking_report import masking_figures, masking_metrics
 from .report import STYLE, _img
+from .sweep_stats import censored_summary, kaplan_meier, observed_order, order_accuracy
 from .sweeps import SweepError
 
 
@@ -95,6 +97,83 @@ def class_speeds(runs: list[dict], concept: str, held_out: bool = True) -> list[
     return out
 
 
+def class_learning(runs: list[dict], concept: str, held_out: bool = True) -> list[dict]:
+    """Per run and class (held-out, or training classes that must move off value 0 of the concept): separation,
+    signal, learning step (None = never) and the run's last step (where a never-learned concept is censored)."""
+    out = []
+    for r in runs:
+        if concept not in r["sep"] or not r["steps"]:
+            continue
+        for name, c in r["classes"].items():
+            if concept not in c["learning_step"] or c["held_out"] != held_out:
+                continue
+            if held_out or name[list(c["learning_step"]).index(concept)] != "0":
+                out.append({"run": r["name"], "class": name, "sep": r["sep"][concept],
+                            "signal": r["signal"].get(concept, float("nan")),
+                            "step": c["learning_step"][concept], "horizon": r["steps"][-1]})
+    return out
+
+
+def per_run_statistics(points: list[dict], n_boot: int = 2000) -> dict:
+    """Censored per-run statistics of one concept's learning steps vs its signal, and Kaplan-Meier curves per
+    separation ("fraction of runs that have learned by step t"), each with its n."""
+    if not points:
+        return {}
+    stats = censored_summary([p["signal"] for p in points], [p["step"] for p in points],
+                             [p["horizon"] for p in points], [p["sep"] for p in points], n_boot)
+    curves = {}
+    for sep in sorted({p["sep"] for p in points}):
+        grp = [p for p in points if p["sep"] == sep]
+        t, f = kaplan_meier([p["step"] if p["step"] is not None else p["horizon"] for p in grp],
+                            [p["step"] is not None for p in grp])
+        curves[f"{sep:g}"] = {"n": len(grp), "steps": t.tolist(), "learned_fraction": f.round(4).tolist(),
+                              "horizon": max(p["horizon"] for p in grp)}
+    stats["kaplan_meier"] = curves
+    stats["points"] = [{k: p[k] for k in ("run", "class", "sep", "signal", "step", "horizon")} for p in points]
+    return stats
+
+
+def plot_kaplan_meier(stats: dict, concept: str) -> plt.Figure:
+    """Fraction of runs whose held-out class has learned the concept by step t, one step curve per separation."""
+    fig, ax = plt.subplots(figsize=(5.6, 3.6))
+    cmap = plt.get_cmap("plasma")
+    curves = stats["kaplan_meier"]
+    for i, (sep, c) in enumerate(curves.items()):
+        xs = [0, *c["steps"], c["horizon"]]
+        ys = [0, *c["learned_fraction"], c["learned_fraction"][-1] if c["learned_fraction"] else 0]
+        ax.step(xs, ys, where="post", color=cmap(i / max(len(curves) - 1, 1) * 0.9), lw=2,
+                label=f"Δ{concept}={sep} (n={c['n']})")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(f"fraction of runs that learned {concept}")
+    ci = stats.get("concordance_interval") or [None, None]
+    cs = "n/a" if stats.get("concordance") is None else f"{stats['concordance']:.2f}"
+    if ci[0] is not None:
+        cs += f" [{ci[0]:.2f}, {ci[1]:.2f}]"
+    ax.set_title(f"held-out class, {concept}: learned by step t (Kaplan-Meier; never = censored)\n"
+                 f"Harrell's C of signal vs time {cs}, {stats['n_runs']} runs", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def order_prediction(runs: list[dict], a: str, b: str) -> dict:
+    """Does the concept with the larger signal get learned first? One point per (run, held-out class), from
+    log(σ_a / σ_b) and the observed order of the held learning steps (never = censored)."""
+    ratios, orders = [], []
+    for r in runs:
+        sa, sb = r["signal"].get(a), r["signal"].get(b)
+        if not sa or not sb:
+            continue
+        for c in r["classes"].values():
+            if c["held_out"] and a in c["learning_step"] and b in c["learning_step"]:
+                ratios.append(float(np.log(sa / sb)))
+                orders.append(observed_order(c["learning_step"][a], c["learning_step"][b]))
+    out = order_accuracy(ratios, orders)
+    out["points"] = [[round(x, 4), o] for x, o in zip(ratios, orders)]
+    return out
+
+
 def _rank_trend(pts: list[tuple[float, float, float]]) -> tuple[list[float], list[float], float | None]:
     """(separations, mean speed per separation, Spearman of the means vs separation; None if undefined)."""
     seps = sorted({p[0] for p in pts})
@@ -104,16 +183,20 @@ def _rank_trend(pts: list[tuple[float, float, float]]) -> tuple[list[float], lis
 
 
 def speed_vs_signal(runs: list[dict], concepts: list[str]) -> dict:
-    """sweep_metrics.json "speed_vs_signal": Spearman of the held-out class's mean speed vs separation, every
-    (signal, speed) point, and the same trend for the training classes."""
+    """sweep_metrics.json "speed_vs_signal": per-run censored statistics of the held-out class's learning steps vs
+    the signal (the headline), the Spearman of the per-separation mean speeds (for comparison only: it hides the
+    spread and ties never-learned runs at 0), every (signal, speed) point, and the same for the training classes."""
     out = {}
     for kind in concepts:
         pts = class_speeds(runs, kind)
         seps, means, rho = _rank_trend(pts)
         _, train_means, train_rho = _rank_trend(class_speeds(runs, kind, held_out=False))
-        out[kind] = {"spearman": rho, "separations": seps, "mean_speed": means,
+        out[kind] = {"per_run": per_run_statistics(class_learning(runs, kind)),
+                     "spearman_of_means": rho, "separations": seps, "mean_speed": means,
                      "points": [[float(p[1]), float(p[2])] for p in pts],
-                     "training": {"spearman": train_rho, "mean_speed": train_means}}
+                     "training": {"per_run": {k: v for k, v in per_run_statistics(
+                                      class_learning(runs, kind, held_out=False)).items() if k != "points"},
+                                  "spearman_of_means": train_rho, "mean_speed": train_means}}
     return out
 
 
@@ -247,6 +330,25 @@ def plot_held_out_trajectories(runs: list[dict], concept: str, kinds: list[str])
     return fig
 
 
+def _fmt_ci(value: float | None, interval: list | None) -> str:
+    if value is None:
+        return "n/a"
+    if not interval or interval[0] is None:
+        return f"{value:.2f}"
+    return f"{value:.2f} [{interval[0]:.2f}, {interval[1]:.2f}]"
+
+
+def per_run_sentence(kind: str, stats: dict) -> str:
+    """One sentence of the per-run statistics of a concept (held-out class)."""
+    if not stats:
+        return f"{kind}: no run varies this concept."
+    return (f"{kind}, held-out class, over {stats['n_runs']} runs ({stats['n_learned']} learned within the run, the "
+            f"others censored at the run's end): Harrell's C of signal vs learning time "
+            f"{_fmt_ci(stats['concordance'], stats['concordance_interval'])}, Spearman of signal vs speed over runs "
+            f"(never = 0) {_fmt_ci(stats['spearman_runs'], stats['spearman_runs_interval'])} (95% bootstrap "
+            "intervals over seeds).")
+
+
 def pooled_runs(sweep_dirs: list[Path]) -> list[dict]:
     """The finished runs of several sweep directories (e.g. more seeds added later), each run counted once."""
     runs, seen = [], {}
@@ -278,11 +380,18 @@ def sweep_report(sweep_dir: str | Path, pool: Sequence[str | Path] = (), out: st
     if pool:
         metrics["pooled_from"] = [str(d) for d in sources]
     figs = {"learning speed vs concept signal": plot_speed(runs, kinds)}
+    for kind in varied:
+        if metrics["speed_vs_signal"][kind]["per_run"]:
+            figs[f"held-out {kind} learned by step t"] = plot_kaplan_meier(
+                metrics["speed_vs_signal"][kind]["per_run"], kind)
     if len(kinds) >= 2:
         grid = order_grid(runs, kinds[0], kinds[1])
+        prediction = order_prediction(runs, kinds[0], kinds[1])
+        if grid is not None or prediction["n"]:
+            metrics["learning_order"] = {"prediction": prediction}
         if grid is not None:
-            metrics["learning_order"] = {"x": grid[0], "y": grid[1], "t_diff": np.where(np.isnan(grid[2]), None,
-                                                                                        grid[2]).tolist()}
+            metrics["learning_order"].update({"x": grid[0], "y": grid[1], "t_diff": np.where(
+                np.isnan(grid[2]), None, grid[2]).tolist()})
             figs["learning order"] = plot_order(*grid, kinds[0], kinds[1])
     for concept in varied[:2]:
         figs[f"held-out trajectories by {concept} separation"] = plot_held_out_trajectories(runs, concept, kinds)
@@ -309,14 +418,22 @@ def sweep_report(sweep_dir: str | Path, pool: Sequence[str | Path] = (), out: st
     if pool:
         body.append(f"<p>Pooled from {html.escape(', '.join(map(str, sources)))}.</p>")
     for kind, m in metrics["speed_vs_signal"].items():
-        rho = "n/a" if m["spearman"] is None else f"{m['spearman']:.2f}"
-        body.append(f"<p>{html.escape(kind)}: Spearman correlation of the held-out class's mean learning speed with "
-                    f"the separation = <b>{rho}</b> over {len(m['separations'])} separations.</p>")
+        body.append(f"<p>{html.escape(per_run_sentence(kind, m['per_run']))}</p>")
+    pred = metrics.get("learning_order", {}).get("prediction")
+    if pred and pred["n_scored"]:
+        lo, hi = pred["interval"]
+        body.append(f"<p>Learning order: the concept with the larger signal is learned first in {pred['correct']} of "
+                    f"{pred['n_scored']} (run, held-out class) pairs ({pred['accuracy']:.0%}, 95% interval "
+                    f"{lo:.0%}-{hi:.0%}); {pred['unknown']} pairs learned neither concept, {pred['ties']} tied.</p>")
     if masking:
         rho = "n/a" if masking["spearman_time_vs_p"] is None else f"{masking['spearman_time_vs_p']:.2f}"
         blue = ", ".join(f"p={k}: {v:.2f}" for k, v in masking["final_p_blue"].items())
-        body.append(f"<p>Masking: Spearman correlation of the held-out class's mean learning time with the masking "
-                    f"probability = <b>{rho}</b>; final probe P(blue) of the held-out class: {blue}.</p>")
+        pr = masking["per_run"]
+        body.append(f"<p>Masking, over {pr['n_runs']} runs ({pr['n_learned']} learned the held-out class on every "
+                    f"concept, the others censored at the run's end): Harrell's C of -p vs learning time "
+                    f"<b>{_fmt_ci(pr['concordance'], pr['concordance_interval'])}</b> (1: more masking, always "
+                    f"later; 0.5: no relation); Spearman of the per-p mean times (never = twice the run) {rho}; "
+                    f"final probe P(blue) of the held-out class: {blue}.</p>")
     for name, fig in figs.items():
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=100)
