@@ -111,7 +111,7 @@ def order_accuracy(log_ratio: Sequence[float], orders: Sequence[str | None]) -> 
 
     Pairs where neither concept is learned, ties in learning step and equal signals are counted, not scored."""
     scored = [(r, o) for r, o in zip(log_ratio, orders) if o in ("a", "b") and r != 0]
-    right = sum((r > 0) == (o == "a") for r, o in scored)
+    right = int(sum(bool(r > 0) == (o == "a") for r, o in scored))
     lo, hi = wilson(right, len(scored))
     return {"n": len(orders), "n_scored": len(scored), "correct": right,
             "accuracy": right / len(scored) if scored else None, "interval": [lo, hi],
