@@ -182,3 +182,24 @@ def test_probe_trains_bit_identically_on_one_and_two_threads():
     assert one.checksum == two.checksum and len(one.checksum) == 16
     for a, b in zip(one.net.state_dict().values(), two.net.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_capability_summary_counts_hidden_runs_per_arm():
+    from conceptspace.capability_sweep import capability_sentences, capability_summary, plot_capability_onsets
+
+    def record(seed, arm, hidden, onset):
+        e = {"start_step": 100, "naive_tries": 5, "onset_step": {"naive": None, "naive_k": None, "latent": onset},
+             "first_reached_step": {}, "lead_steps": {"latent": None if onset is None else 6000 - onset},
+             "control": {"latent": {"passed": hidden}}, "hidden": {"latent": hidden}}
+        return {"name": f"seed={seed}", "seed": seed, "arm": arm, "steps": [50, 6000], "elicitation": {"11": e}}
+
+    runs = [record(s, "A", s != 4, 2000) for s in range(5)] + [record(s, "B", s == 0, None if s else 900)
+                                                              for s in range(5)]
+    runs.append({"name": "no-elicitation", "seed": 9, "arm": "C", "steps": [50], "elicitation": {}})
+    summary = capability_summary(runs)
+    assert set(summary) == {"A", "B"}
+    assert summary["A"]["methods"]["latent"] == {"hidden": 4, "of": 5, "runs": [f"seed={s}" for s in range(4)]}
+    assert summary["A"]["reproduced_by"] == ["latent"] and summary["B"]["reproduced_by"] == []
+    lines = capability_sentences(summary)
+    assert "reproduced" in lines[0] and "not reproduced" in lines[1]
+    plot_capability_onsets(summary)

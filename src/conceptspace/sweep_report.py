@@ -19,6 +19,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from .analysis import trajectory_arrays
+from .capability_sweep import capability_sentences, capability_summary, plot_capability_onsets
 from .trajectories import corners, mean_trajectory
 from .plots import concept_axes
 from .concepts import ConceptSpace
@@ -27,7 +28,7 @@ from .evaluate import load_eval
 from .masking_report import masking_figures, masking_metrics
 from .report import STYLE, _img
 from .sweep_stats import censored_summary, kaplan_meier, observed_order, order_accuracy
-from .sweeps import SweepError
+from .sweeps import SweepError, point_name
 
 
 def collect_runs(sweep_dir: str | Path) -> list[dict]:
@@ -50,7 +51,10 @@ def collect_runs(sweep_dir: str | Path) -> list[dict]:
                 continue
             ends = c.means[[0, -1]]
             seps[c.kind] = float(np.abs(ends[1] - ends[0]).max())  # the separation along the concept's axis
+        arm = {k: v for k, v in point["overrides"].items() if k != "seed"}
         record = {"name": point["name"], "dir": str(run_dir), "overrides": point["overrides"], "seed": cfg.seed,
+                  # the runs that differ only in their seed: one arm of an experiment (per sweep directory)
+                  "arm": f"{sweep_dir.name}: {point_name(arm) if arm else 'all'}",
                   "sep": seps,
                   "signal": metrics.get("concept_signal", {}),
                   "normalized_signal": metrics.get("normalized_signal", {}),
@@ -413,6 +417,10 @@ def sweep_report(sweep_dir: str | Path, pool: Sequence[str | Path] = (), out: st
     if masking:
         metrics["masking"] = masking
         figs.update(masking_figures(runs, masking, kinds))
+    capability = capability_summary(runs)
+    if capability:
+        metrics["hidden_capability"] = capability
+        figs["hidden capability: held onsets per run"] = plot_capability_onsets(capability)
     (out_dir / "sweep_metrics.json").write_text(json.dumps(metrics, indent=2))
     body = [f"<h1>Sweep: {html.escape(out_dir.name)} ({len(runs)} finished runs)</h1>"]
     if pool:
@@ -434,6 +442,8 @@ def sweep_report(sweep_dir: str | Path, pool: Sequence[str | Path] = (), out: st
                     f"<b>{_fmt_ci(pr['concordance'], pr['concordance_interval'])}</b> (1: more masking, always "
                     f"later; 0.5: no relation); Spearman of the per-p mean times (never = twice the run) {rho}; "
                     f"final probe P(blue) of the held-out class: {blue}.</p>")
+    for line in capability_sentences(capability) if capability else []:
+        body.append(f"<p>{html.escape(line)}</p>")
     for name, fig in figs.items():
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=100)
