@@ -1,4 +1,4 @@
-"""Tests for the DDPM and VDM objectives: closed forms, a Bayes-optimal denoiser, paper-notes anchors."""
+"""Tests for the DDPM and VDM objectives: closed forms, a Bayes-optimal denoiser, anchors from the paper's setup."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Elicitation over a run's checkpoints, onset detection and the hidden-capability gap (paper-notes 5).
+"""Elicitation over a run's checkpoints, onset detection and the hidden-capability gap.
 
 `elicit_run(run_dir)` writes `eval/<tag>/elicitation.npz`:
 

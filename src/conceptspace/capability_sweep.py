@@ -1,5 +1,5 @@
 """Hidden capabilities across the seeds of an experiment: per arm, how many runs show each intervention ahead of
-best-of-k naive prompting with the training-class control passed (the paper's Sec. 5, read per run).
+best-of-k naive prompting with the training-class control passed (the paper's hidden-capability result, read per run).
 
 `capability_summary(runs)` fills sweep_metrics.json's "hidden_capability" entry from the run records of
 `sweep_report.collect_runs` (an arm = the runs of one sweep directory that differ only in their seed);

@@ -1,6 +1,6 @@
 """Concept space S: concept axes, classes (digit strings), the train / held-out split, per-image concept values.
 
-Conventions (paper-notes 2.2): value index 0 of every concept is the "first" corner (red, large, circle,
+Conventions: value index 0 of every concept is the "first" corner (red, large, circle,
 light background), so class "00" of color x size is a large red object and "11" a small blue one.
 Digits follow the order of `data.concepts` in the config.
 """
@@ -24,7 +24,7 @@ HALF_RANGE_FRACTION = {"shape": 0.0, "x": 1 / 8, "y": 1 / 8, "color": 1 / 8, "si
 DEFAULT_SEP = {"x": 0.6, "y": 0.6, "color": 0.4, "size": 0.4, "bg_color": 0.4}
 # Values used when a kind is not a concept of the space (position and background are then nuisances).
 FIXED_COLOR = (0.8, 0.2, 0.2)
-POSITION_RANGE = 0.5  # nuisance position: uniform in [-0.5, 0.5] (paper-notes 2.1)
+POSITION_RANGE = 0.5  # nuisance position: uniform in [-0.5, 0.5]
 NUISANCE_BG = (0.8, 1.0)  # train-mode nuisance background, per channel
 NUISANCE_BG_TEST = 0.9
 
@@ -68,7 +68,7 @@ class Concept:
 
 
 def _axis_means(kind: str, n: int, sep: float) -> np.ndarray:
-    """The paper's parametrisation: n values spread evenly over a separation `sep` (paper-notes 2.2, 2.5)."""
+    """The paper's parametrisation: n values spread evenly over a separation `sep`."""
     t = np.linspace(0.0, 1.0, n)[:, None]
     h = sep / 2
     ends = {

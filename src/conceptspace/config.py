@@ -112,7 +112,7 @@ class DataConfig(StrictModel):
 
 
 class ModelConfig(StrictModel):
-    """The conditional U-Net (paper-notes 3.2, made CPU-sized)."""
+    """The conditional U-Net (the paper's denoiser, made CPU-sized)."""
 
     widths: list[int] = Field(default_factory=lambda: [16, 32, 64], min_length=1)
     res_blocks: int = Field(1, ge=1)
@@ -182,7 +182,7 @@ class TrainConfig(StrictModel):
 
 
 class ProbeConfig(StrictModel):
-    """The concept probe that reads generations back into concept space (paper-notes 4.1)."""
+    """The concept probe that reads generations back into concept space (the paper's concept classifier)."""
 
     kind: Literal["learned", "analytic"] = "learned"
     # Separations pooled into the learned probe's training set, so one probe serves a whole sweep.
@@ -200,7 +200,7 @@ class ProbeConfig(StrictModel):
 
 
 class EvalConfig(StrictModel):
-    """Evaluation of checkpoints and the trajectory analysis (paper-notes 4.2-4.4)."""
+    """Evaluation of checkpoints and the trajectory analysis (learning speed, memorisation, sudden turns)."""
 
     n_samples: int = Field(32, ge=1)  # generations per class per checkpoint
     seed: int = Field(0, ge=0)  # initial noise, shared by every checkpoint so trajectories are comparable
@@ -218,7 +218,7 @@ class EvalConfig(StrictModel):
 
 
 class ElicitConfig(StrictModel):
-    """Hidden-capability elicitation of the held-out classes (the paper's Sec. 5 and Appendix on interventions)."""
+    """Hidden-capability elicitation of the held-out classes (the paper's hidden-capability experiments)."""
 
     methods: list[Literal["naive", "overprompt", "ladder", "latent", "latent_paper", "patch", "cfg"]] = Field(
         default_factory=lambda: ["naive", "overprompt", "latent"]

@@ -1,6 +1,6 @@
 """Hidden capabilities: ways of asking a checkpoint for a held-out class, evaluated as rows of one table.
 
-An `Elicitation` is a prompt transform plus optional edits of the conditioning path (the paper's Sec. 5):
+An `Elicitation` is a prompt transform plus optional edits of the conditioning path (the paper's hidden-capability experiments):
 
 - naive:        the held-out class's nominal prompt; `naive_k` rows are the same prompt under k initial-noise
                 seeds (try 0 is naive itself), so naive prompting can be given as many tries as an intervention;

@@ -1,4 +1,4 @@
-"""Underspecification in a sweep (the paper's Sec. 6): the held-out class vs masking probability p.
+"""Underspecification in a sweep (the paper's underspecification experiments): the held-out class vs masking probability p.
 
 `masking_metrics(runs)` fills sweep_metrics.json's "masking" entry from the run records of `collect_runs`:
 learning time (steps to the threshold on every concept; a concept never learned counts as twice the run, i.e.

@@ -136,7 +136,7 @@ class DDPMObjective(Objective):
 
 
 class VDMObjective(Objective):
-    """Continuous-time VDM bound in bits/dim with a learned linear schedule (paper-notes 3.1)."""
+    """Continuous-time VDM bound in bits/dim with a learned linear schedule (Kingma et al. 2021, the paper's objective)."""
 
     def __init__(
         self,

@@ -1,4 +1,4 @@
-"""Concept probes f: X -> per-concept probabilities over each concept's values (paper-notes 4.1).
+"""Concept probes f: X -> per-concept probabilities over each concept's values (the paper's concept classifier).
 
 Two probes share one interface, `probe.predict_proba(images) -> list of [N, n_values] arrays` (one per concept):
 

@@ -1,6 +1,6 @@
 """Prompts h = M(z): concept values -> conditioning vectors, and the masking function M (underspecification).
 
-Layout (the paper's 11-slot vector when shape has two values, paper-notes 2.3):
+Layout (the paper's 11-slot vector when shape has two values):
 
     [ shape one-hot (n_shapes) | x | y | color R, G, B | size | bg R, G, B ]
 

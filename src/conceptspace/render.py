@@ -1,4 +1,4 @@
-"""G, the data-generating process: concept values -> images, vectorised over the batch (paper-notes 2.1).
+"""G, the data-generating process: concept values -> images, vectorised over the batch.
 
 Geometry: coordinates linspace(-1, 1, W) on both axes (axis 0 = x, as in the paper's code), an object of
 radius `size` (triangle and square of equal area) centred at (x, y), a Gaussian edge blur of `blur * W` pixels,

@@ -4,7 +4,7 @@ Every sampler moves z from time t to an earlier time s < t using only gamma_t = 
 (notation in schedules.py), so all of them work with both objectives:
     - DDPMObjective: n_steps indices strided over 0..T-1 ("trailing": T-1 first, as diffusers'
       timestep_spacing="trailing"), then one last step to clean data (gamma = -inf, alpha = 1).
-    - VDMObjective: the continuous grid t = 1, 1 - 1/n, ..., 0; the result is z_0 itself (paper-notes 3.1:
+    - VDMObjective: the continuous grid t = 1, 1 - 1/n, ..., 0; the result is z_0 itself (as the paper's sampler:
       no division by alpha_0), so a sigma_0 = sigma(gamma(0)) of noise stays in the output.
 Where methods coincide (same grid, same noise draws):
     - "vdm" is the DDPM posterior q(z_s | z_t, x0_hat) written in terms of eps_hat: "ddpm" == "vdm";
@@ -96,7 +96,7 @@ def ddim_step(
 def vdm_step(
     z_t: Tensor, eps_hat: Tensor, gamma_t: Tensor | float, gamma_s: Tensor | float, noise: Tensor | None = None
 ) -> Tensor:
-    """VDM ancestral step (Kingma et al. eq. 34, paper-notes 3.1), written in eps_hat directly."""
+    """VDM ancestral step (Kingma et al. eq. 34), written in eps_hat directly."""
     g_t, g_s, alpha_t, sigma_t, alpha_s, sigma_s = _scales(gamma_t, gamma_s)
     c = -torch.expm1(g_s - g_t)  # 1 - SNR_t / SNR_s
     mean = (alpha_s / alpha_t) * (z_t - c * sigma_t * eps_hat)

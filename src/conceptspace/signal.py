@@ -1,4 +1,4 @@
-"""Concept signal σ_i = |∂G/∂z_i|, as a finite difference in pixel space (paper-notes 1, 8.4).
+"""Concept signal σ_i = |∂G/∂z_i|, as a finite difference in pixel space (the paper's Definition 3).
 
 For concept i: render 128 test-mode images of the base class (all digits 0) and of the class that differs only in
 concept i (digit i = 1), with identical positions and pixel noise, and take the mean squared pixel difference

@@ -1,4 +1,4 @@
-"""The simplified dynamical model of underspecification (paper-notes 6.2, the paper's `sim.ipynb`).
+"""The simplified dynamical model of underspecification (the paper's underspecification model).
 
 Concept-space coordinates c = (c1, c2): c1 = color (1 = blue, correct), c2 = the other concept (1 = correct).
 Benign gradients (correctly specified prompts) pull toward the target (1, 1); conflicting gradients

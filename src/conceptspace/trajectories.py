@@ -1,4 +1,4 @@
-"""Trajectory analysis: pure functions from evaluation arrays to the numbers of the paper (its Sec. 4).
+"""Trajectory analysis: pure functions from evaluation arrays to the paper's readings of learning dynamics.
 
 Coordinates: for each concept, the probe's expected value index divided by (n_values - 1), averaged over samples;
 for binary concepts that is P(value 1), the paper's axes ("Color" = P(blue), "Size" = P(small)). A class's corner

@@ -1,4 +1,4 @@
-"""Conditional U-Net denoiser ``eps_hat = x + UNet(x, t, prompt)`` (paper-notes 3.2, made cheap for CPU).
+"""Conditional U-Net denoiser ``eps_hat = x + UNet(x, t, prompt)`` (the paper's denoiser, made cheap for CPU).
 
 Layout for ``widths=(32, 64)``, ``res_blocks=1`` (the CPU default; the paper uses (64, 128, 256), 2):
 
@@ -13,7 +13,7 @@ Every ResBlock adds two per-channel biases: one from the time embedding, one fro
 conditioning embedding. With ``conditioning="sep_mlp"`` (paper default) each block embeds the raw
 prompt with its own MLP; with ``"common_linear"`` one shared MLP embeds it once and each block maps
 that with a Linear. The conditioning path never sees ``t``, so a block's embedding depends on the
-prompt alone (what the linear latent intervention of paper-notes 5.1 relies on).
+prompt alone (what the paper's linear latent intervention relies on).
 
 Hook points:
     hook_prompt                      [B, prompt_dim]  raw prompt, before any embedding
