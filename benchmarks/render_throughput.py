@@ -14,9 +14,9 @@ import time
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from conceptspace.concepts import ConceptSpace, sample_values
 from conceptspace.config import load_config
-from conceptspace.render import render_space
+from conceptspace.data.concepts import ConceptSpace, sample_values
+from conceptspace.data.render import render_space
 
 
 def paper_loop(space: ConceptSpace, values, rng: np.random.Generator) -> np.ndarray:

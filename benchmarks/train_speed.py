@@ -20,8 +20,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from conceptspace.config import load_config
-from conceptspace.objectives import DDPMObjective
-from conceptspace.samplers import sample
+from conceptspace.model.objectives import DDPMObjective
+from conceptspace.model.samplers import sample
 from conceptspace.train import build_model
 
 

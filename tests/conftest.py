@@ -2,8 +2,8 @@
 
 import pytest
 
-from conceptspace.concepts import ConceptSpace
 from conceptspace.config import load_config
+from conceptspace.data.concepts import ConceptSpace
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from conceptspace.checkpoints import (
+from conceptspace.model.checkpoints import (
     CheckpointError,
     checkpoint_steps,
     list_checkpoints,

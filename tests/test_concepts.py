@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from conceptspace.concepts import ConceptSpace, sample_values
 from conceptspace.config import load_config
+from conceptspace.data.concepts import ConceptSpace, sample_values
 
 
 def space_of(*overrides):

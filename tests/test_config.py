@@ -2,7 +2,12 @@ from pathlib import Path
 
 import pytest
 
-from conceptspace.config import ExperimentConfig, config_to_yaml, load_config, save_config
+from conceptspace.config import (
+    ExperimentConfig,
+    config_to_yaml,
+    load_config,
+    save_config,
+)
 from conceptspace.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -2,10 +2,12 @@ import numpy as np
 import pytest
 import torch
 
-from conceptspace.capability import onset_metrics
-from conceptspace.concepts import ConceptSpace
+from conceptspace.analysis.onsets import onset_metrics
 from conceptspace.config import load_config
-from conceptspace.elicitation import (
+from conceptspace.data.concepts import ConceptSpace
+from conceptspace.data.prompts import class_prompts
+from conceptspace.model.samplers import sample
+from conceptspace.readout.elicitation import (
     Elicitation,
     ElicitationError,
     build_elicitations,
@@ -15,8 +17,6 @@ from conceptspace.elicitation import (
     overprompt_prompt,
     patch_conditioning,
 )
-from conceptspace.prompts import class_prompts
-from conceptspace.samplers import sample
 from conceptspace.train import build_model, build_objective
 
 

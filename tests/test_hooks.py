@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from conceptspace.hooks import HookedModule, HookPoint
+from conceptspace.model.hooks import HookedModule, HookPoint
 
 
 class Inner(nn.Module):

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
+from conceptspace.analysis.masking import masking_metrics, object_rgb
 from conceptspace.cli import main
-from conceptspace.masking_report import masking_metrics, object_rgb
 
 MICRO = ["--set", "data.image_size=8", "--set", "data.n_per_class=32", "--set", "data.n_ood=4",
          "--set", "model.widths=[8, 16]", "--set", "model.norm_groups=4", "--set", "train.steps=8",

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from conceptspace.objectives import DDPMObjective, Objective, VDMObjective
-from conceptspace.schedules import alpha_sigma
+from conceptspace.model.objectives import DDPMObjective, Objective, VDMObjective
+from conceptspace.model.schedules import alpha_sigma
 
 SHAPE = (3, 8, 8)
 BITS = 1 / math.log(2)

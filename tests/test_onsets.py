@@ -5,15 +5,26 @@ import numpy as np
 import pytest
 import torch
 
-from conceptspace.capability import onset_metrics
-from conceptspace.concepts import ConceptSpace
+from conceptspace.analysis.onsets import (
+    censored_lead,
+    first_reached,
+    held_from,
+    joint_accuracy,
+    onset,
+    onset_metrics,
+)
+from conceptspace.analysis.trajectories import analyze, hard_accuracy, learning_step
 from conceptspace.config import load_config
-from conceptspace.elicitation import build_elicitations, contrastive_directions, paper_directions, prompt_embeddings
-from conceptspace.onsets import censored_lead, first_reached, held_from, joint_accuracy, onset
-from conceptspace.probe import has_object, train_probe
-from conceptspace.prompts import class_prompts
+from conceptspace.data.concepts import ConceptSpace
+from conceptspace.data.prompts import class_prompts
+from conceptspace.readout.elicitation import (
+    build_elicitations,
+    contrastive_directions,
+    paper_directions,
+    prompt_embeddings,
+)
+from conceptspace.readout.probe import has_object, train_probe
 from conceptspace.train import build_model
-from conceptspace.trajectories import analyze, hard_accuracy, learning_step
 
 STEPS = np.arange(1, 21) * 100
 NAMES = ["00", "01", "10", "11"]
@@ -185,7 +196,11 @@ def test_probe_trains_bit_identically_on_one_and_two_threads():
 
 
 def test_capability_summary_counts_hidden_runs_per_arm():
-    from conceptspace.capability_sweep import capability_sentences, capability_summary, plot_capability_onsets
+    from conceptspace.analysis.capability import (
+        capability_sentences,
+        capability_summary,
+    )
+    from conceptspace.report.sweep_figures import plot_capability_onsets
 
     def record(seed, arm, hidden, onset):
         e = {"start_step": 100, "naive_tries": 5, "onset_step": {"naive": None, "naive_k": None, "latent": onset},

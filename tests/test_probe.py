@@ -1,10 +1,16 @@
 import numpy as np
 import pytest
 
-from conceptspace.concepts import ConceptSpace, sample_values
 from conceptspace.config import load_config
-from conceptspace.probe import AnalyticProbe, ProbeError, check_probe_space, get_learned_probe, probe_key
-from conceptspace.render import render_space
+from conceptspace.data.concepts import ConceptSpace, sample_values
+from conceptspace.data.render import render_space
+from conceptspace.readout.probe import (
+    AnalyticProbe,
+    ProbeError,
+    check_probe_space,
+    get_learned_probe,
+    probe_key,
+)
 
 
 @pytest.mark.parametrize("overrides", [

@@ -1,9 +1,14 @@
 import numpy as np
 import pytest
 
-from conceptspace.concepts import ConceptSpace, sample_values
 from conceptspace.config import load_config
-from conceptspace.prompts import PromptLayout, class_prompts, encode_prompt, mask_prompts
+from conceptspace.data.concepts import ConceptSpace, sample_values
+from conceptspace.data.prompts import (
+    PromptLayout,
+    class_prompts,
+    encode_prompt,
+    mask_prompts,
+)
 
 
 def test_paper_layout_2x2(tiny_space):

@@ -5,8 +5,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conceptspace.concepts import ConceptValues, sample_values
-from conceptspace.render import render
+from conceptspace.data.concepts import ConceptValues, sample_values
+from conceptspace.data.render import render
 
 
 def values(n=1, x=0.0, y=0.0, color=(0.9, 0.1, 0.1), size=0.4, shape=0, bg=(0.9, 0.9, 0.9)):
@@ -79,8 +79,8 @@ def test_deterministic_in_process(tiny_space):
 SCRIPT = """
 import hashlib, numpy as np
 from conceptspace.config import load_config
-from conceptspace.concepts import ConceptSpace, sample_values
-from conceptspace.render import render_space
+from conceptspace.data.concepts import ConceptSpace, sample_values
+from conceptspace.data.render import render_space
 s = ConceptSpace.from_config(load_config(None, ["data.image_size=16"]).data)
 rng = np.random.default_rng(11)
 x = render_space(sample_values(s, s.class_ids(s.train_classes * 300), "train", rng), s, rng)

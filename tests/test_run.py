@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conceptspace.cli import main
-from conceptspace.evaluate import load_eval
+from conceptspace.rundir import load_npz as load_eval
 
 ROOT = Path(__file__).resolve().parents[1]
 MICRO = str(ROOT / "configs" / "micro.yaml")
@@ -81,3 +81,23 @@ def test_summary_table_and_seed_figure(micro_run, capsys, tmp_path):
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("| run | held-out") and out[2].startswith(f"| {micro_run.name} | 11 |")
     assert (tmp_path / "f.png").stat().st_size > 1000
+
+
+def test_run_object_reads_a_run_and_samples_as_its_evaluation_did(micro_run):
+    from conceptspace import Run
+
+    run = Run(micro_run)
+    assert run.checkpoints == [int(s) for s in load_eval(micro_run / "eval" / "default" / "concept_probs.npz")["steps"]]
+    assert run.space.class_names == ["00", "01", "10", "11"] and run.metrics["classes"]
+    t = run.trajectories()
+    assert t["coords"].shape == (len(run.checkpoints), 4, 2) and t["classes"] == run.space.class_names
+    # The run's own sampler settings and evaluation seed: the same images the evaluation stored.
+    n = run.config.eval.n_samples
+    images = run.sample(run.space.class_names, n=n)
+    stored = load_eval(micro_run / "eval" / "default" / "concept_probs.npz")["samples"][-1]  # [P, n_show, 3, H, W]
+    ours = (images.reshape(4, n, *images.shape[1:])[:, :stored.shape[1]] * 255).round().astype(np.uint8)
+    assert np.array_equal(ours, stored)
+    with pytest.raises(Exception, match="no checkpoint at step"):
+        run.model(step=123456)
+    with pytest.raises(Exception, match="unknown elicitation"):
+        run.sample(["11"], n=2, elicitation="telepathy")

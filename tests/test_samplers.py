@@ -6,9 +6,16 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from conceptspace.objectives import DDPMObjective, Objective, VDMObjective
-from conceptspace.samplers import ddim_step, ddpm_step, guided_eps, sample, sampler_timesteps, vdm_step
-from conceptspace.schedules import alpha_sigma
+from conceptspace.model.objectives import DDPMObjective, Objective, VDMObjective
+from conceptspace.model.samplers import (
+    ddim_step,
+    ddpm_step,
+    guided_eps,
+    sample,
+    sampler_timesteps,
+    vdm_step,
+)
+from conceptspace.model.schedules import alpha_sigma
 
 SHAPE = (1, 2, 3)
 
@@ -259,8 +266,8 @@ def test_timesteps_match_diffusers_trailing_spacing():
 
 
 def test_clip_x0_keeps_generations_in_the_data_range_and_is_inert_for_good_predictions():
-    from conceptspace.objectives import DDPMObjective
-    from conceptspace.samplers import sample
+    from conceptspace.model.objectives import DDPMObjective
+    from conceptspace.model.samplers import sample
 
     obj = DDPMObjective(schedule="cosine", n_timesteps=1000)
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from conceptspace.schedules import (
+from conceptspace.model.schedules import (
     DiscreteSchedule,
     LearnedLinearSchedule,
     alpha_bar_from_betas,

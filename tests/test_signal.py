@@ -1,8 +1,8 @@
 import pytest
 
-from conceptspace.concepts import ConceptSpace
 from conceptspace.config import load_config
-from conceptspace.signal import concept_signal, normalized_signal
+from conceptspace.data.concepts import ConceptSpace
+from conceptspace.data.signal import concept_signal, normalized_signal
 
 # Paper-notes 8.4: pixel MSE of 128 paired test-mode images at 32 px with a 1 px blur.
 PAPER = [((0.2, 0.4), 0.00741, 0.04297), ((0.4, 0.4), 0.02964, 0.05536), ((0.8, 0.4), 0.11854, 0.09323)]

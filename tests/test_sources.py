@@ -4,9 +4,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conceptspace.concepts import ConceptSpace
 from conceptspace.config import load_config
-from conceptspace.sources import FASHION_DIR, DataSourceError, class_mean_signal, load_real, read_idx
+from conceptspace.data.concepts import ConceptSpace
+from conceptspace.data.sources import (
+    FASHION_DIR,
+    DataSourceError,
+    class_mean_signal,
+    load_real,
+    read_idx,
+)
 
 
 def write_idx(path: Path, arr: np.ndarray) -> None:
@@ -136,7 +142,7 @@ def test_micro_run_on_real_fashion_mnist(tmp_path):
     args = ["--set", "data.real.max_per_class=100", "--set", "data.n_per_class=100", "--set", "data.n_ood=8",
             "--set", "model.widths=[8, 16]", "--set", "model.norm_groups=4", "--set", "train.steps=8",
             "--set", "train.n_checkpoints=2", "--set", "train.batch_size=16", "--set", "probe.steps=30",
-            "--set", "probe.min_accuracy=0", f"--set", f"probe.cache_dir={tmp_path / 'probes'}",
+            "--set", "probe.min_accuracy=0", "--set", f"probe.cache_dir={tmp_path / 'probes'}",
             "--set", "eval.n_samples=4", "--set", "sampler.n_steps=3", "--set", "elicit.n_samples=2",
             "--set", "elicit.methods=[naive, overprompt, latent]"]
     assert main(["run", "configs/fashion_2x2.yaml", "--run-dir", str(tmp_path / "r"), *args]) == 0

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from conceptspace.sweep_stats import (
+from conceptspace.analysis.sweep_stats import (
     bootstrap,
     censored_summary,
     concordance,

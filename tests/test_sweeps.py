@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import yaml
 
+from conceptspace.analysis.sweep import order_grid, speed_vs_signal
 from conceptspace.cli import main
-from conceptspace.sweep_report import order_grid, speed_vs_signal, sweep_report
+from conceptspace.report.sweep_page import sweep_report
 from conceptspace.sweeps import SweepError, expand, load_spec, point_name, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,7 +126,7 @@ def test_speed_vs_signal_on_synthetic_runs():
 
 
 def test_order_prediction_from_the_relative_signal():
-    from conceptspace.sweep_report import order_prediction
+    from conceptspace.analysis.sweep import order_prediction
 
     runs = []
     for i, (sc, ss, tc, ts) in enumerate([(0.1, 0.05, 500, 900), (0.01, 0.05, None, 700), (0.1, 0.05, 800, 600),
@@ -203,7 +204,7 @@ def test_sweep_report_on_a_micro_masking_sweep(tmp_path):
 
 
 def test_learned_vs_distance_on_synthetic_runs():
-    from conceptspace.sweep_report import learned_vs_distance
+    from conceptspace.analysis.sweep import learned_vs_distance
 
     run = {"name": "r", "steps": [10, 20, 30], "saturation": 20, "corners": {"111": [1, 1, 1], "000": [0, 0, 0]},
            "trajectories": {

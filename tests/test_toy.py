@@ -1,7 +1,14 @@
 import numpy as np
 import pytest
 
-from conceptspace.toy import fit_asymmetry, fit_toy, path_error, plot_toy, simulate, toy_times
+from conceptspace.analysis.toy import (
+    fit_asymmetry,
+    fit_toy,
+    path_error,
+    simulate,
+    toy_times,
+)
+from conceptspace.report.sweep_figures import plot_toy
 
 
 def test_a_equal_one_is_the_straight_diagonal():

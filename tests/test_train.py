@@ -4,9 +4,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from conceptspace.checkpoints import list_checkpoints, load_tensors
 from conceptspace.cli import main
 from conceptspace.config import load_config
+from conceptspace.model.checkpoints import list_checkpoints, load_tensors
 from conceptspace.train import RunDirError, load_checkpoint, train
 
 ROOT = Path(__file__).resolve().parents[1]

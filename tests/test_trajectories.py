@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from conceptspace.trajectories import (
+from conceptspace.analysis.trajectories import (
     coordinates,
     corners,
     first_sustained,

@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from conceptspace.unet import ConditionalUNet, SelfAttention, timestep_embedding
+from conceptspace.model.unet import ConditionalUNet, SelfAttention, timestep_embedding
 
 B, PROMPT_DIM, EMBED_DIM = 4, 5, 12
 CONDITIONINGS = ["sep_mlp", "common_linear"]

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import ExperimentConfig, load_config, save_config
+from .config import ExperimentConfig, load_config
 from .errors import ConceptspaceError
+from .rundir import RunDir, write_json
 
 
 def _add_common(p: argparse.ArgumentParser, config_required: bool = False) -> None:
@@ -21,7 +22,7 @@ def _add_common(p: argparse.ArgumentParser, config_required: bool = False) -> No
 
 
 def _signal_table(cfg: ExperimentConfig) -> tuple[dict[str, float], dict[str, float]]:
-    from .signal import normalized_signal, space_signal
+    from .data.signal import normalized_signal, space_signal
 
     sig = space_signal(cfg.data)
     return sig, normalized_signal(sig)
@@ -40,40 +41,16 @@ def cmd_signal(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from .concepts import ConceptSpace, sample_values
-    from .plots import plot_class_grid
-    from .render import render_space
+    from .data.preview import write_preview
 
     cfg = load_config(args.config, args.overrides)
-    space = ConceptSpace.from_config(cfg.data)
-    out = Path(args.out)
-    targets = [out / "preview.png", out / "signal.json", out / "config.yaml"]
-    existing = [str(t) for t in targets if t.exists()]
-    if existing and not args.overwrite:
-        raise ConceptspaceError(f"{existing[0]} exists; pass --overwrite to replace it, or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(cfg.seed)
-    images = {}
-    for name in space.class_names:
-        if space.is_real:
-            from .data import real_classes
-
-            images[name] = real_classes(cfg, space, [name], args.n_per_class, rng).images.numpy()
-            continue
-        ids = space.class_ids([name] * args.n_per_class)
-        # Held-out classes are shown as the model would be asked for them: test mode, at the class means.
-        mode = "test" if name in space.held_out else "train"
-        images[name] = render_space(sample_values(space, ids, mode, rng), space, rng)
-    fig = plot_class_grid(space, images, title=f"{args.config or 'defaults'}: held-out classes framed in red")
-    fig.savefig(out / "preview.png", dpi=110)
-    sig, norm = _signal_table(cfg)
-    (out / "signal.json").write_text(json.dumps({"signal": sig, "normalized": norm}, indent=2))
-    save_config(cfg, out / "config.yaml")
+    space, sig, norm, written = write_preview(cfg, args.out, args.n_per_class, args.overwrite,
+                                              title=f"{args.config or 'defaults'}: held-out classes framed in red")
     print(f"classes: {', '.join(space.class_names)}  (held out: {', '.join(space.held_out) or 'none'})")
     print(f"{'concept':<10} {'sigma':>10} {'normalised':>11}")
     for k in sig:
         print(f"{k:<10} {sig[k]:>10.5f} {norm[k]:>11.3f}")
-    print(f"wrote {out / 'preview.png'}, {out / 'signal.json'}, {out / 'config.yaml'}")
+    print("wrote " + ", ".join(map(str, written)))
     return 0
 
 
@@ -82,11 +59,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     run_dir = Path(args.run_dir)
     if args.resume and args.config is None:
-        cfg = load_config(run_dir / "config.yaml", args.overrides)  # resume with the saved config
+        cfg = load_config(RunDir(run_dir).config, args.overrides)  # resume with the saved config
     else:
         cfg = load_config(args.config, args.overrides)
     train(cfg, run_dir, resume=args.resume, overwrite=args.overwrite)
-    print(f"run finished: {run_dir} (checkpoints in {run_dir / 'checkpoints'}, metrics in {run_dir / 'metrics.jsonl'})")
+    rd = RunDir(run_dir)
+    print(f"run finished: {run_dir} (checkpoints in {rd.checkpoints}, metrics in {rd.log})")
     return 0
 
 
@@ -95,26 +73,26 @@ def _run_cfg(args: argparse.Namespace):
     from .train import read_run_info
 
     read_run_info(args.run_dir)  # a clear error when the directory is not a run
-    return load_config(Path(args.run_dir) / "config.yaml", args.overrides)
+    return load_config(RunDir(args.run_dir).config, args.overrides)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .analysis import analyze_run
-    from .evaluate import evaluate_run
+    from .analysis.run_metrics import analyze_run
+    from .readout.evaluate import evaluate_run
 
     cfg = _run_cfg(args)
     path = evaluate_run(args.run_dir, cfg, tag=args.tag, force=args.force)
     analyze_run(args.run_dir, cfg, tag=args.tag)
-    print(f"wrote {path} and {Path(args.run_dir) / 'metrics.json'}")
+    print(f"wrote {path} and {RunDir(args.run_dir).metrics}")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .analysis import analyze_run
-    from .report import write_report
+    from .analysis.run_metrics import analyze_run
+    from .report.run_page import write_report
 
     if (Path(args.run_dir) / "sweep.json").is_file():
-        from .sweep_report import sweep_report
+        from .report.sweep_page import sweep_report
 
         path = sweep_report(args.run_dir, pool=args.pool, out=args.out)
         print(f"wrote {path} and {path.parent / 'sweep_metrics.json'}")
@@ -123,8 +101,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise ConceptspaceError(f"{args.run_dir}: --pool and --out apply to sweep directories (no sweep.json here)")
     cfg = _run_cfg(args)
     analyze_run(args.run_dir, cfg, tag=args.tag)
-    if (Path(args.run_dir) / "eval" / args.tag / "elicitation.npz").is_file():
-        from .capability import add_onsets_to_metrics
+    if RunDir(args.run_dir, args.tag).elicitation.is_file():
+        from .analysis.run_metrics import add_onsets_to_metrics
 
         add_onsets_to_metrics(args.run_dir, cfg, tag=args.tag)  # onsets relative to the recomputed turn
     print(f"wrote {write_report(args.run_dir, cfg, tag=args.tag)}")
@@ -132,9 +110,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_elicit(args: argparse.Namespace) -> int:
-    from .analysis import analyze_run
+    from .analysis.run_metrics import analyze_run
     from .pipeline import elicit_and_score
-    from .report import write_report
+    from .report.run_page import write_report
 
     overrides = list(args.overrides)
     if args.methods:
@@ -142,13 +120,14 @@ def cmd_elicit(args: argparse.Namespace) -> int:
     args.overrides = overrides
     cfg = _run_cfg(args)
     run_dir = Path(args.run_dir)
-    if not (run_dir / "metrics.json").is_file():
+    if not RunDir(run_dir).metrics.is_file():
         analyze_run(run_dir, cfg, tag=args.tag)
     metrics = elicit_and_score(run_dir, cfg, tag=args.tag, force=args.force)
     for held, e in metrics["elicitation"].items():
         on = ", ".join(f"{m} {s if s is not None else 'never'}" for m, s in e["onset_step"].items())
-        print(f"{held}: onset steps: {on}; gap {e['gap_steps'] if e['gap_steps'] is not None else 'n/a'}"
-              + (" (naive prompting never reached the threshold)" if e["naive_never_reached"] else ""))
+        print(f"{held}: held onset steps: {on}; gap to best-of-{e['naive_tries']} naive "
+              f"{e['gap_steps'] if e['gap_steps'] is not None else 'n/a'}"
+              + (" (naive prompting never holds the threshold)" if e["naive_never_reached"] else ""))
     print(f"report: {write_report(run_dir, cfg, tag=args.tag)}")
     return 0
 
@@ -158,7 +137,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     run_dir = Path(args.run_dir)
     if args.resume and args.config is None:
-        cfg = load_config(run_dir / "config.yaml", args.overrides)
+        cfg = load_config(RunDir(run_dir).config, args.overrides)
     else:
         cfg = load_config(args.config, args.overrides)
     report = run_pipeline(cfg, run_dir, resume=args.resume, overwrite=args.overwrite)
@@ -181,83 +160,46 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     for r in failed:
         print(f"  failed: {r['run']}: {r['error']}")
     if counts["done"]:
-        from .sweep_report import sweep_report
+        from .report.sweep_page import sweep_report
 
         print(f"report: {sweep_report(args.out)}")
     return 1 if failed else 0
 
 
 def cmd_toy_model(args: argparse.Namespace) -> int:
-    from .toy import fit_toy, plot_toy
-    from .trajectories import mean_trajectory
+    from .analysis.toy import fit_masking_runs
+    from .report.sweep_figures import plot_toy
 
     a_values = [float(a) for a in args.a.split(",")] if args.a else list(np.linspace(1, 5, 9))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     measured, fits = {}, {}
     if args.sweep:
-        from .masking_report import held_out_trajectories
-        from .sweep_report import collect_runs
+        from .analysis.sweep import collect_runs
 
-        by_p = {p: [(r["steps"].index(r["drawing_step"]) if r.get("drawing_step") in r["steps"] else 0,
-                     t[:, :2], np.array(r["steps"])) for t, r in group]
-                for p, group in held_out_trajectories(collect_runs(args.sweep)).items()}
-        for p in sorted(by_p):
-            # Fit from the first checkpoint at which every seed draws its training classes (before: noise).
-            k0, k1 = max(k for k, _, _ in by_p[p]), min(len(t) for _, t, _ in by_p[p])
-            k0 = k0 if k1 - k0 >= 3 else 0  # too few drawn checkpoints to fit: use the whole trajectory
-            traj = mean_trajectory([t[k0:] for _, t, _ in by_p[p]])
-            steps = by_p[p][0][2][k0:k0 + len(traj)]
-            if len(traj) < 3:
-                print(f"masking p={p:g}: {len(traj)} checkpoints, too few to fit the toy model")
-                continue
-            fit = fit_toy(traj, steps)
-            measured[f"p={p:g}"] = traj
-            fits[f"p={p:g}"] = {"a": round(fit["a"], 3), "time_scale": round(fit["time_scale"], 3),
-                                "mse": round(fit["mse"], 5), "steps": [int(x) for x in steps]}
-            print(f"masking p={p:g}: fitted a = {fit['a']:.2f}, time scale {fit['time_scale']:.2f} "
-                  f"(mean squared error {fit['mse']:.4f}, {len(by_p[p])} seeds)")
-        (out / "toy_fit.json").write_text(json.dumps(fits, indent=2))
+        measured, fits = fit_masking_runs(collect_runs(args.sweep))
+        for label, fit in fits.items():
+            print(f"masking {label}: fitted a = {fit['a']:.2f}, time scale {fit['time_scale']:.2f} "
+                  f"(mean squared error {fit['mse']:.4f}, {fit['n_runs']} seeds)")
+        write_json(out / "toy_fit.json", fits)
     plot_toy(a_values, measured or None, fits).savefig(out / "toy_model.png", dpi=110)
     print(f"wrote {out / 'toy_model.png'}" + (f" and {out / 'toy_fit.json'}" if fits else ""))
     return 0
 
 
-def summary_table(run_dirs: list[str]) -> str:
-    """A Markdown table of the key numbers of several runs (e.g. seeds), from their metrics.json."""
-    head = ("| run | held-out | learned at (held-out) | final accuracy | memorised toward | turn step (angle) | "
-            "held onsets | gap vs best-of-k naive | hidden capability |\n|---|---|---|---|---|---|---|---|---|")
-    rows = [head]
-    for d in run_dirs:
-        m = json.loads((Path(d) / "metrics.json").read_text())
-        for name, c in m["classes"].items():
-            if not c["held_out"]:
-                continue
-            learned = ", ".join(f"{k} {v if v is not None else 'never'}" for k, v in c["learning_step"].items())
-            final = ", ".join(f"{k} {v:.2f}" for k, v in c["final_accuracy"].items())
-            t = m.get("turn", {}).get(name, {})
-            turn = f"{t['step']} ({t['angle_deg']:.0f}°)" if t.get("step") is not None else "none"
-            e = m.get("elicitation", {}).get(name, {})
-            onsets = ", ".join(f"{k} {v if v is not None else 'never'}" for k, v in e.get("onset_step", {}).items())
-            gap = e.get("gap_steps")
-            gap = gap if gap is not None else ("naive never" if e.get("naive_never_reached") else "-")
-            hidden = ", ".join(k for k, v in (e.get("hidden") or {}).items() if v) or ("none" if e else "-")
-            rows.append(f"| {Path(d).name} | {name} | {learned} | {final} | {t.get('memorised_toward') or '-'} | "
-                        f"{turn} | {onsets or '-'} | {gap} | {hidden} |")
-    return "\n".join(rows)
-
-
 def cmd_summary(args: argparse.Namespace) -> int:
+    from .report.run_page import summary_table
+
     print(summary_table(args.run_dirs))
     if args.figure:
-        from .evaluate import load_eval
-        from .plots import plot_elicitation_seeds
+        from .report.plots import plot_elicitation_seeds
+        from .rundir import RunDir, load_npz
 
         runs = {}
         for d in args.run_dirs:
-            path = Path(d) / "eval" / "default" / "elicitation.npz"
+            path = RunDir(d).elicitation
             if path.is_file():
-                e = load_eval(path)
+                e = load_npz(path)
                 runs[d] = {"steps": e["steps"], "methods": [str(m) for m in e["methods"]], "joint": e["joint"][:, :, 0],
                            "held": str(e["held_out"][0])}
         if not runs:

@@ -105,7 +105,7 @@ class DataConfig(StrictModel):
     @model_validator(mode="after")
     def _check_space(self) -> "DataConfig":
         # Building the space runs every semantic check (ranges, overlaps, unknown classes) in one place.
-        from .concepts import ConceptSpace
+        from .data.concepts import ConceptSpace
 
         ConceptSpace.from_config(self)
         return self
@@ -369,4 +369,6 @@ def config_to_yaml(cfg: BaseModel) -> str:
 
 def save_config(cfg: BaseModel, path: str | Path) -> None:
     """Write the resolved config next to a run's artifacts."""
-    Path(path).write_text(config_to_yaml(cfg))
+    from .rundir import write_text  # the one atomic write
+
+    write_text(path, config_to_yaml(cfg))

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
 
 from .config import ExperimentConfig
+from .rundir import RunDir, read_json
 
 
 def elicit_and_score(run_dir: Path, cfg: ExperimentConfig, tag: str = "default", force: bool = False) -> dict:
     """Elicit every (new) checkpoint and merge the onsets into metrics.json (returned)."""
-    from .capability import add_onsets_to_metrics, elicit_run
+    from .analysis.run_metrics import add_onsets_to_metrics
+    from .readout.elicit import elicit_run
 
     if len(cfg.elicit.methods) == 0:
-        return json.loads((run_dir / "metrics.json").read_text())
+        return RunDir(run_dir).read_metrics()
     elicit_run(run_dir, cfg, tag=tag, force=force)
     return add_onsets_to_metrics(run_dir, cfg, tag=tag)
 
@@ -24,19 +25,19 @@ def run_pipeline(cfg: ExperimentConfig, run_dir: Path, resume: bool = False, ove
     """The main job: train, evaluate, analyse, elicit, plot and report; returns the report's path."""
     import torch
 
-    from .analysis import analyze_run
-    from .evaluate import evaluate_run
-    from .report import reading, write_report
+    from .analysis.run_metrics import analyze_run
+    from .readout.evaluate import evaluate_run
+    from .report.run_page import reading, write_report
     from .train import train
 
     # Evaluation runs in this process too: keep it to the run's thread budget (sweeps run one thread per core).
     torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)
-    info = run_dir / "run.json"
-    if resume and info.is_file() and json.loads(info.read_text()).get("status") == "done":
+    rd = RunDir(run_dir)
+    if resume and rd.info.is_file() and read_json(rd.info).get("status") == "done":
         print(f"{run_dir}: training already done; evaluating what is new", file=sys.stderr)
     else:
         # `run --resume` on a fresh directory simply starts: it makes `make demo` safe to repeat.
-        train(cfg, run_dir, resume=resume and (run_dir / "config.yaml").is_file(), overwrite=overwrite)
+        train(cfg, run_dir, resume=resume and rd.config.is_file(), overwrite=overwrite)
     evaluate_run(run_dir, cfg, force=overwrite)
     analyze_run(run_dir, cfg)
     metrics = elicit_and_score(run_dir, cfg, force=overwrite)

@@ -34,6 +34,7 @@ import yaml
 
 from .config import ExperimentConfig, apply_overrides, config_from_dict, config_to_yaml
 from .errors import ConceptspaceError
+from .rundir import RunDir, read_json, write_json, write_text
 
 DONE, FAILED, LOCKED = "done", "failed", "locked"
 EXECUTORS = ("local", "slurm", "slurm-local", "dask")
@@ -131,32 +132,31 @@ def expand(spec: dict, spec_path: str | Path = "<sweep>") -> list[SweepPoint]:
 
 def run_status(run_dir: Path) -> str | None:
     """'done', 'failed' or None (not started / interrupted) from the run's sweep marker."""
-    marker = run_dir / "sweep_status.json"
-    return json.loads(marker.read_text())["status"] if marker.is_file() else None
+    marker = RunDir(run_dir).sweep_status
+    return read_json(marker)["status"] if marker.is_file() else None
 
 
 def run_point(run_dir: str, config_yaml: str, threads: int = 1) -> dict:
     """Run (or resume) one sweep point under a per-run lock. Never raises: failures come back as a result."""
-    from .pipeline import run_pipeline
     from .config import load_config
+    from .pipeline import run_pipeline
 
     run_dir_p = Path(run_dir)
+    rd = RunDir(run_dir_p)
     run_dir_p.mkdir(parents=True, exist_ok=True)
     if run_status(run_dir_p) == DONE:
         return {"run": run_dir, "status": DONE, "skipped": True}
-    lock = open(run_dir_p / ".lock", "w")
+    lock = open(rd.lock, "w")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         lock.close()
         return {"run": run_dir, "status": LOCKED}
-    marker = run_dir_p / "sweep_status.json"
     t0 = time.time()
     try:
-        spec_file = run_dir_p / "sweep_config.yaml"
-        spec_file.write_text(config_yaml)
-        cfg = load_config(spec_file, [f"train.threads={threads}"])
-        run_pipeline(cfg, run_dir_p, resume=(run_dir_p / "config.yaml").is_file())
+        write_text(rd.sweep_config, config_yaml)
+        cfg = load_config(rd.sweep_config, [f"train.threads={threads}"])
+        run_pipeline(cfg, run_dir_p, resume=rd.config.is_file())
         result = {"run": run_dir, "status": DONE, "seconds": round(time.time() - t0, 1)}
     except BaseException as exc:  # a failed run is reported, it must not stop the others
         result = {"run": run_dir, "status": FAILED, "error": f"{type(exc).__name__}: {exc}",
@@ -166,9 +166,7 @@ def run_point(run_dir: str, config_yaml: str, threads: int = 1) -> dict:
     finally:
         fcntl.flock(lock, fcntl.LOCK_UN)
         lock.close()
-    tmp = marker.with_name(".sweep_status.json.tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, marker)
+    write_json(rd.sweep_status, result)
     return result
 
 
@@ -263,11 +261,11 @@ def run_sweep(spec_path: str | Path, out: str | Path, executor: str | None = Non
                 for p in points]
     out.mkdir(parents=True, exist_ok=True)
     manifest = {"spec": str(spec_path), "points": [{"name": p.name, "overrides": p.overrides} for p in points]}
-    (out / "sweep.json").write_text(json.dumps(manifest, indent=2))
+    write_json(out / "sweep.json", manifest)
     executor = executor or spec.get("executor", "local")
     jobs = [(str(out / p.name), config_to_yaml(p.config)) for p in points]
     t0 = time.time()
     results = execute(jobs, executor, workers, address, spec.get("slurm"), out / ".submitit")
     summary = {"seconds": round(time.time() - t0, 1), "executor": executor, "results": results}
-    (out / "sweep_results.json").write_text(json.dumps(summary, indent=2))
+    write_json(out / "sweep_results.json", summary)
     return results

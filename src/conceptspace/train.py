@@ -22,9 +22,13 @@ import torch
 from tqdm import tqdm
 
 from . import __version__
-from .checkpoints import (
+from .config import ExperimentConfig, config_from_dict, config_to_yaml, load_config
+from .data.concepts import ConceptSpace
+from .data.datasets import ConceptImages, make_dataset
+from .data.prompts import PromptLayout, mask_prompts
+from .errors import ConceptspaceError
+from .model.checkpoints import (
     CheckpointError,
-    checkpoint_path,
     checkpoint_steps,
     load_tensors,
     optimizer_from_tensors,
@@ -32,20 +36,9 @@ from .checkpoints import (
     save_tensors,
     split_prefix,
 )
-from .concepts import ConceptSpace
-from .config import ExperimentConfig, config_from_dict, config_to_yaml, load_config
-from .data import ConceptImages, make_dataset
-from .errors import ConceptspaceError
-from .objectives import DDPMObjective, Objective, VDMObjective
-from .prompts import PromptLayout, mask_prompts
-from .unet import ConditionalUNet
-
-RUN_FILES = ("config.yaml", "run.json", "metrics.jsonl", "checkpoints", "resume.safetensors", "resume.prev.safetensors")
-
-
-class RunDirError(ConceptspaceError):
-    """A run directory in a state the command cannot use."""
-
+from .model.objectives import DDPMObjective, Objective, VDMObjective
+from .model.unet import ConditionalUNet
+from .rundir import RunDir, RunDirError, read_json, write_json, write_text  # noqa: F401  (RunDirError re-exported)
 
 # ------------------------------------------------------------------------------------------ building
 
@@ -86,29 +79,21 @@ def versions() -> dict[str, str]:
 # ------------------------------------------------------------------------------------------ run directory
 
 
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
-
-
 def read_run_info(run_dir: str | Path) -> dict:
     """run.json of a run directory (RunDirError when it is not a run)."""
-    path = Path(run_dir) / "run.json"
-    if not (Path(run_dir) / "config.yaml").is_file() or not path.is_file():
-        raise RunDirError(f"{run_dir}: not a run directory (no config.yaml / run.json)")
-    return json.loads(path.read_text())
+    return RunDir(run_dir).read_info()
 
 
 def load_run_config(run_dir: str | Path) -> ExperimentConfig:
     """The resolved config saved in a run directory."""
-    return load_config(Path(run_dir) / "config.yaml")
+    return load_config(RunDir(run_dir).config)
 
 
 def _prepare_run_dir(cfg: ExperimentConfig, run_dir: Path, resume: bool, overwrite: bool) -> ExperimentConfig:
-    ours = [run_dir / f for f in RUN_FILES if (run_dir / f).exists()]
+    rd = RunDir(run_dir)
+    ours = [p for p in (rd.config, rd.info, rd.log, rd.checkpoints, rd.resume, rd.resume_prev) if p.exists()]
     if resume:
-        if not (run_dir / "config.yaml").is_file():
+        if not rd.config.is_file():
             raise RunDirError(f"{run_dir}: nothing to resume (no config.yaml); start it without --resume")
         # The thread count changes speed, not the run, so a killed run may resume on another number of cores.
         saved = load_run_config(run_dir)
@@ -126,7 +111,7 @@ def _prepare_run_dir(cfg: ExperimentConfig, run_dir: Path, resume: bool, overwri
         for p in ours:  # only our own files: anything else the user keeps there survives
             shutil.rmtree(p) if p.is_dir() else p.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
+    write_text(rd.config, config_to_yaml(cfg))
     return cfg
 
 
@@ -180,9 +165,10 @@ def _state_tensors(model: torch.nn.Module, objective: Objective) -> dict[str, to
 
 def _load_resume_state(run_dir: Path, model, objective, opt) -> int:
     errors = []
-    for name in ("resume.safetensors", "resume.prev.safetensors"):
+    rd = RunDir(run_dir)
+    for path in (rd.resume, rd.resume_prev):
         try:
-            tensors, meta = load_tensors(run_dir / name)
+            tensors, meta = load_tensors(path)
         except CheckpointError as exc:
             errors.append(str(exc))
             continue
@@ -192,7 +178,7 @@ def _load_resume_state(run_dir: Path, model, objective, opt) -> int:
         if errors:
             print(f"warning: {errors[0]}; resuming from the previous state (step {meta['step']})", file=sys.stderr)
         return int(meta["step"])
-    if not (run_dir / "resume.safetensors").exists() and not (run_dir / "resume.prev.safetensors").exists():
+    if not rd.resume.exists() and not rd.resume_prev.exists():
         return 0  # killed before its first checkpoint: start over
     raise RunDirError(f"{run_dir}: no usable resume state ({'; '.join(errors)})")
 
@@ -202,7 +188,7 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
     if not path.is_file():
         return
     keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= last_step]
-    path.write_text("".join(ln + "\n" for ln in keep))
+    write_text(path, "".join(ln + "\n" for ln in keep))
 
 
 def train(
@@ -231,12 +217,13 @@ def train(
     opt = torch.optim.AdamW(list(model.parameters()) + list(objective.parameters()), lr=t.lr,
                             weight_decay=t.weight_decay)
     start = _load_resume_state(run_dir, model, objective, opt) if resume else 0
-    metrics_path = run_dir / "metrics.jsonl"
+    rd = RunDir(run_dir)
+    metrics_path = rd.log
     _truncate_metrics(metrics_path, start)
 
     info = {"seed": cfg.seed, "status": "running", "step": start, "steps": t.steps, "versions": versions(),
             "command": sys.argv, "device": str(device), "pid": os.getpid(), "started": time.time()}
-    _write_json(run_dir / "run.json", info)
+    write_json(rd.info, info)
     save_at = set(checkpoint_steps(t.steps, t.n_checkpoints, t.checkpoint_spacing, t.first_checkpoint))
     order = BatchOrder(len(data.train), t.batch_size, cfg.seed)
     space, masks = data.space, list(cfg.data.mask)
@@ -280,7 +267,7 @@ def train(
                         row["val_loss"] = evaluate_loss(objective, model, data.val, cfg.seed + 1, device)
                         row["ood_loss"] = evaluate_loss(objective, model, data.ood, cfg.seed + 2, device)
                         _save_checkpoint(run_dir, cfg, step, model, objective, opt)
-                        row["checkpoint"] = checkpoint_path(run_dir, step).name
+                        row["checkpoint"] = rd.checkpoint(step).name
                         if not show:
                             print(f"step {step}/{t.steps}  loss {row['loss']:.4g}  val {row['val_loss']:.4g}  "
                                   f"{row['steps_per_s']:.1f} steps/s", file=sys.stderr)
@@ -288,28 +275,26 @@ def train(
                     bar.set_postfix(loss=f"{row['loss']:.4g}")
     except BaseException:
         info.update(status="failed" if not isinstance(sys.exc_info()[1], KeyboardInterrupt) else "interrupted")
-        _write_json(run_dir / "run.json", info)
+        write_json(rd.info, info)
         raise
     finally:
         bar.close()
     info.update(status="done", step=t.steps, finished=time.time())
-    _write_json(run_dir / "run.json", info)
+    write_json(rd.info, info)
     return run_dir
 
 
 def _save_checkpoint(run_dir: Path, cfg: ExperimentConfig, step: int, model, objective, opt) -> None:
     meta = {"step": step, "config": cfg.model_dump(mode="json")}
     weights = _state_tensors(model, objective)
-    save_tensors(checkpoint_path(run_dir, step), weights, meta)
-    latest = run_dir / "resume.safetensors"
-    if latest.exists():
-        os.replace(latest, run_dir / "resume.prev.safetensors")
-    save_tensors(latest, {**weights, **optimizer_to_tensors(opt)}, meta)
-    info_path = run_dir / "run.json"
-    if info_path.is_file():
-        info = json.loads(info_path.read_text())
+    rd = RunDir(run_dir)
+    save_tensors(rd.checkpoint(step), weights, meta)
+    rd.rotate_resume()
+    save_tensors(rd.resume, {**weights, **optimizer_to_tensors(opt)}, meta)
+    if rd.info.is_file():
+        info = read_json(rd.info)
         info["step"] = step
-        _write_json(info_path, info)
+        write_json(rd.info, info)
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[ExperimentConfig, ConditionalUNet,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from .onsets import first_reached, held_from, onset
+from .onsets import first_reached, hard_accuracy, held_from, onset  # noqa: F401  (hard_accuracy re-exported)
 
 
 def coordinates(probs: np.ndarray, n_values: list[int]) -> np.ndarray:
@@ -38,16 +38,6 @@ def smooth(x: np.ndarray, sigma: float) -> np.ndarray:
     if sigma <= 0 or len(x) < 2:
         return np.asarray(x, dtype=np.float64)
     return gaussian_filter1d(np.asarray(x, dtype=np.float64), sigma, axis=0, mode="nearest")
-
-
-def hard_accuracy(preds: np.ndarray, class_names: list[str], has_object: np.ndarray | None = None) -> np.ndarray:
-    """[K, P, S, C] argmax predictions -> [K, P, C] fraction of samples with the class's value (a sample without an
-    object, has_object [K, P, S] false, counts as wrong whatever the probe reads)."""
-    digits = np.array([[int(ch) for ch in name] for name in class_names])  # [P, C]
-    right = preds == digits[None, :, None, :]
-    if has_object is not None:
-        right = right & np.asarray(has_object, dtype=bool)[..., None]
-    return right.mean(axis=2)
 
 
 def first_sustained(values: np.ndarray, steps: np.ndarray, threshold: float, run_length: int) -> int | None:

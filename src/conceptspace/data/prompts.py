@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .concepts import ConceptSpace, ConceptValues, sample_values
+from ..data.concepts import ConceptSpace, ConceptValues, sample_values
 
 SLOT_ORDER = ("shape", "x", "y", "color", "size", "bg_color")
 

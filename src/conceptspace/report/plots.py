@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from .concepts import ConceptSpace
+from ..data.concepts import ConceptSpace
 
 
 def plot_class_grid(space: ConceptSpace, images: dict[str, np.ndarray], title: str = "") -> Figure:
@@ -215,7 +215,7 @@ def trajectory_gif_frames(coords: np.ndarray, steps: np.ndarray, samples: np.nda
 def plot_elicitation(steps: np.ndarray, joint: np.ndarray, names: list[str], methods: list[str], held: str,
                      onsets: dict | None = None, turn_step: int | None = None, threshold: float = 0.8) -> Figure:
     """Held-out joint accuracy over training for each way of asking: best of grid thick, grid points thin."""
-    from .onsets import best_of_grid
+    from ..analysis.onsets import best_of_grid
 
     fig, ax = plt.subplots(figsize=(6.2, 3.6))
     for c, (m, best) in enumerate(best_of_grid(joint, methods).items()):
@@ -251,7 +251,7 @@ def _accuracy_axes(ax, threshold: float, ylabel: str, title: str) -> None:
 def plot_elicitation_seeds(runs: dict[str, dict], held: str, threshold: float = 0.8) -> Figure:
     """Held-out joint accuracy per method over training across runs (seeds): thin lines per run (best of each
     method's grid), thick line their mean (on the first run's checkpoints)."""
-    from .onsets import best_of_grid
+    from ..analysis.onsets import best_of_grid
 
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     ref = next(iter(runs.values()))["steps"]  # the mean is taken on the first run's checkpoints

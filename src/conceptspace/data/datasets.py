@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .concepts import ConceptSpace, sample_values
-from .config import ExperimentConfig
-from .prompts import encode_prompt
-from .render import render_space
+from ..config import ExperimentConfig
+from ..data.concepts import ConceptSpace, sample_values
+from ..data.prompts import encode_prompt
+from ..data.render import render_space
 
 
 @dataclass
@@ -49,8 +49,8 @@ class TrainingData:
 def real_classes(cfg: ExperimentConfig, space: ConceptSpace, names: list[str], per_class: int | None,
                  rng: np.random.Generator) -> ConceptImages:
     """Labelled real images of the given classes (at most `per_class` each), with one-hot prompts."""
-    from .prompts import onehot_prompts
-    from .sources import load_real
+    from ..data.prompts import onehot_prompts
+    from ..data.sources import load_real
 
     real = load_real(cfg.data)
     keep = [rng.permutation(space.class_rows(real.labels, name))[:per_class] for name in names]

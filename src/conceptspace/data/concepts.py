@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 if TYPE_CHECKING:
-    from .config import DataConfig
+    from ..config import DataConfig
 
 SHAPES = ("circle", "triangle", "square")
 # Dimensions of each concept's value (shape is categorical: an index into SHAPES).

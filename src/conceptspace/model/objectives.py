@@ -18,7 +18,7 @@ from typing import Callable, Literal
 import torch
 from torch import Tensor, nn
 
-from conceptspace.schedules import DiscreteSchedule, LearnedLinearSchedule, alpha_sigma
+from .schedules import DiscreteSchedule, LearnedLinearSchedule, alpha_sigma
 
 Denoiser = Callable[[Tensor, Tensor, Tensor], Tensor]
 

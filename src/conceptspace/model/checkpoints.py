@@ -1,31 +1,25 @@
 """Checkpoints: when to save, how to save safely, and how to load without unpickling anything.
 
-Layout of a run directory:
-
-    config.yaml                       resolved config (reloads to an equal object)
-    run.json                          seed, versions, command, status (running / done / failed)
-    metrics.jsonl                     one JSON object per logged step
-    checkpoints/step=000001234.safetensors   weights at each scheduled step (model.* and objective.*)
-    resume.safetensors                weights + optimizer state at the latest checkpoint
-    resume.prev.safetensors           the one before (fallback when the latest is damaged)
-
-Every file is written to a temporary name and renamed, so a killed run never leaves half a file behind.
-Metadata (step, config, format) is JSON inside the safetensors header.
+`checkpoints/step=000001234.safetensors` holds the weights at each scheduled step (model.* and objective.*),
+`resume.safetensors` weights and optimizer state at the latest checkpoint, `resume.prev.safetensors` the one
+before (the fallback when the latest is damaged); paths come from `rundir.RunDir`. Files are written atomically,
+so a killed run never leaves half a file behind. Metadata (step, config, format) is JSON inside the safetensors
+header.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
-from .errors import ConceptspaceError
+from ..errors import ConceptspaceError
+from ..rundir import RunDir, atomic_write
 
 FORMAT = "conceptspace-checkpoint-1"
 STEP_RE = re.compile(r"^step=(\d+)\.safetensors$")
@@ -53,13 +47,9 @@ def checkpoint_steps(n_steps: int, n: int, spacing: str = "quadratic", first: in
     return [s for s in out if first <= s <= n_steps]
 
 
-def checkpoint_path(run_dir: str | Path, step: int) -> Path:
-    return Path(run_dir) / "checkpoints" / f"step={step:09d}.safetensors"
-
-
 def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
     """(step, path) of every complete scheduled checkpoint, by step."""
-    folder = Path(run_dir) / "checkpoints"
+    folder = RunDir(run_dir).checkpoints
     if not folder.is_dir():
         return []
     found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := STEP_RE.match(p.name))]
@@ -67,15 +57,9 @@ def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    """Atomic safetensors write: temp file in the same folder, fsync, rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    """Atomic safetensors write (the run directory's one atomic write: temp file, fsync, rename)."""
     flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    save_file(flat, str(tmp), metadata={"format": FORMAT, "meta": json.dumps(meta)})
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, lambda fh: fh.write(save(flat, metadata={"format": FORMAT, "meta": json.dumps(meta)})))
 
 
 def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:

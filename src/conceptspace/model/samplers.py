@@ -20,8 +20,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from conceptspace.objectives import Denoiser, Objective, randn_tensor
-from conceptspace.schedules import alpha_sigma, sigma2_between
+from .objectives import Denoiser, Objective, randn_tensor
+from .schedules import alpha_sigma, sigma2_between
 
 Method = Literal["ddpm", "ddim", "vdm"]
 METHODS: tuple[str, ...] = ("ddpm", "ddim", "vdm")

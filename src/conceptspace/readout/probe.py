@@ -26,11 +26,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoints import load_tensors, save_tensors
-from .concepts import ConceptSpace, ConceptValues, sample_values
-from .config import DataConfig, ExperimentConfig, ProbeConfig
-from .errors import ConceptspaceError
-from .render import render_space
+from ..config import DataConfig, ExperimentConfig, ProbeConfig
+from ..data.concepts import ConceptSpace, ConceptValues, sample_values
+from ..data.render import render_space
+from ..errors import ConceptspaceError
+from ..model.checkpoints import load_tensors, save_tensors
 
 PROBE_FORMAT = 2  # bump when the probe's code changes what a cached probe means (2: one thread, deterministic)
 PROBE_THREADS = 1  # probe training always runs on this many threads, so its weights do not depend on the machine
@@ -255,7 +255,7 @@ def _test_accuracy(net: ProbeNet, spaces: list[ConceptSpace], cfg: ProbeConfig, 
 def _real_probe_data(data: DataConfig, seed: int) -> tuple[ConceptSpace, np.ndarray, np.ndarray, np.ndarray,
                                                            np.ndarray]:
     """Real images of every class (held-out included), split 80 / 20 into probe training and test sets."""
-    from .sources import load_real
+    from ..data.sources import load_real
 
     space = ConceptSpace.from_config(data)
     real = load_real(data)

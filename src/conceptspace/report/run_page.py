@@ -10,10 +10,10 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from . import plots
-from .analysis import read_metrics_log, trajectory_arrays
-from .config import ExperimentConfig, config_to_yaml
-from .evaluate import load_eval
+from ..analysis.run_metrics import trajectory_arrays
+from ..config import ExperimentConfig, config_to_yaml
+from ..report import plots
+from ..rundir import RunDir, atomic_write, load_npz, write_text
 
 
 def reading(metrics: dict) -> list[str]:
@@ -108,10 +108,8 @@ def _img(fig_or_bytes, mime: str = "image/png") -> str:
 
 def make_figures(run_dir: Path, cfg: ExperimentConfig, metrics: dict, tag: str = "default") -> dict[str, bytes]:
     """Render every figure of a run to PNG/GIF bytes and save them under `figures/`."""
-    probs_path = run_dir / "eval" / tag / "concept_probs.npz"
-    if not probs_path.is_file():  # an elicitation-only tag: trajectories come from the default evaluation
-        probs_path = run_dir / "eval" / "default" / "concept_probs.npz"
-    arrays = load_eval(probs_path)
+    rd = RunDir(run_dir, tag)
+    arrays = load_npz(rd.trajectory_source)
     coords, acc = trajectory_arrays(cfg, arrays)
     steps, names = arrays["steps"], [str(n) for n in arrays["classes"]]
     held = [n for n, h in zip(names, arrays["held_out"]) if h]
@@ -122,20 +120,19 @@ def make_figures(run_dir: Path, cfg: ExperimentConfig, metrics: dict, tag: str =
         "accuracy": plots.plot_accuracy(acc, steps, names, held, kinds, cfg.eval.threshold),
         "samples": plots.plot_sample_grid(arrays["samples"], steps, names, held),
     }
-    elic_path = run_dir / "eval" / tag / "elicitation.npz"
-    if elic_path.is_file():
-        e = load_eval(elic_path)
+    if rd.elicitation.is_file():
+        e = load_npz(rd.elicitation)
         for h, held_name in enumerate(str(x) for x in e["held_out"]):
             em = metrics.get("elicitation", {}).get(held_name, {})
             figs[f"elicitation_{held_name}"] = plots.plot_elicitation(
                 e["steps"], e["joint"][:, :, h], [str(n) for n in e["names"]], [str(m) for m in e["methods"]],
                 held_name, em.get("onset_step"), metrics.get("turn", {}).get(held_name, {}).get("step"),
                 cfg.elicit.threshold)
-    rows = read_metrics_log(run_dir)
+    rows = rd.read_log()
     if rows:
         figs["losses"] = plots.plot_losses(rows)
     out = {}
-    folder = run_dir / "figures"
+    folder = rd.figures
     folder.mkdir(exist_ok=True)
     for name, fig in figs.items():
         buf = io.BytesIO()
@@ -147,7 +144,7 @@ def make_figures(run_dir: Path, cfg: ExperimentConfig, metrics: dict, tag: str =
     frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=250, loop=0)
     out["trajectory.gif"] = buf.getvalue()
     for name, data in out.items():
-        (folder / name).write_bytes(data)
+        atomic_write(folder / name, lambda fh, d=data: fh.write(d))
     return out
 
 
@@ -161,7 +158,8 @@ def write_report(run_dir: str | Path, cfg: ExperimentConfig, tag: str = "default
                  extra_figures: dict[str, bytes] | None = None) -> Path:
     """Write `report.html` (self-contained: every image inlined, no network) from metrics.json and the arrays."""
     run_dir = Path(run_dir)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    rd = RunDir(run_dir, tag)
+    metrics = rd.read_metrics()
     figs = make_figures(run_dir, cfg, metrics, tag)
     figs.update(extra_figures or {})
     esc = html.escape
@@ -192,6 +190,28 @@ def write_report(run_dir: str | Path, cfg: ExperimentConfig, tag: str = "default
     body.append("<h2>Config</h2><pre>" + esc(config_to_yaml(cfg)) + "</pre>")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(run_dir.name)}</title>"
             f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>")
-    path = run_dir / "report.html"
-    path.write_text(page)
-    return path
+    return write_text(rd.report, page)
+
+
+def summary_table(run_dirs: list[str]) -> str:
+    """A Markdown table of the key numbers of several runs (e.g. seeds), from their metrics.json."""
+    head = ("| run | held-out | learned at (held-out) | final accuracy | memorised toward | turn step (angle) | "
+            "held onsets | gap vs best-of-k naive | hidden capability |\n|---|---|---|---|---|---|---|---|---|")
+    rows = [head]
+    for d in run_dirs:
+        m = RunDir(d).read_metrics()
+        for name, c in m["classes"].items():
+            if not c["held_out"]:
+                continue
+            learned = ", ".join(f"{k} {v if v is not None else 'never'}" for k, v in c["learning_step"].items())
+            final = ", ".join(f"{k} {v:.2f}" for k, v in c["final_accuracy"].items())
+            t = m.get("turn", {}).get(name, {})
+            turn = f"{t['step']} ({t['angle_deg']:.0f}°)" if t.get("step") is not None else "none"
+            e = m.get("elicitation", {}).get(name, {})
+            onsets = ", ".join(f"{k} {v if v is not None else 'never'}" for k, v in e.get("onset_step", {}).items())
+            gap = e.get("gap_steps")
+            gap = gap if gap is not None else ("naive never" if e.get("naive_never_reached") else "-")
+            hidden = ", ".join(k for k, v in (e.get("hidden") or {}).items() if v) or ("none" if e else "-")
+            rows.append(f"| {Path(d).name} | {name} | {learned} | {final} | {t.get('memorised_toward') or '-'} | "
+                        f"{turn} | {onsets or '-'} | {gap} | {hidden} |")
+    return "\n".join(rows)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .concepts import ConceptSpace, sample_values
-from .render import render_space
+from ..data.concepts import ConceptSpace, sample_values
+from ..data.render import render_space
 
 
 def concept_signal(space: ConceptSpace, n_pairs: int = 128, seed: int = 42) -> dict[str, float]:
@@ -41,7 +41,7 @@ def space_signal(data) -> dict[str, float]:
     """The concept signal of a data config: paired renders of G, or class-mean images for real data."""
     space = ConceptSpace.from_config(data)
     if space.is_real:
-        from .sources import class_mean_signal, load_real
+        from ..data.sources import class_mean_signal, load_real
 
         return class_mean_signal(space, load_real(data))
     return concept_signal(space)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from .concepts import ConceptSpace, ConceptValues
+from ..data.concepts import ConceptSpace, ConceptValues
 
 CHUNK = 2048  # images per vectorised block: bounds memory at large N, fixed so results never depend on N
 

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conceptspace.hooks import HookedModule, HookPoint
+from .hooks import HookedModule, HookPoint
 
 Conditioning = Literal["sep_mlp", "common_linear"]
 

@@ -3,12 +3,11 @@ best-of-k naive prompting with the training-class control passed (the paper's hi
 
 `capability_summary(runs)` fills sweep_metrics.json's "hidden_capability" entry from the run records of
 `sweep_report.collect_runs` (an arm = the runs of one sweep directory that differ only in their seed);
-`plot_capability_onsets` draws every run's held onsets beside best-of-k naive prompting's.
+`report.sweep_figures.plot_capability_onsets` draws every run's held onsets beside best-of-k naive prompting's.
 """
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 
 def run_row(record: dict, held: str, e: dict) -> dict:
     """One run's readings for one held-out class: held and first-reached onsets, leads, controls, hidden."""
@@ -42,37 +41,6 @@ def capability_summary(runs: list[dict], min_runs: int | None = None) -> dict | 
                     "reproduced_by": [m for m, v in per.items() if v["hidden"] >= need],
                     "runs": sorted(rows, key=lambda row: row["seed"])}
     return out
-
-
-def plot_capability_onsets(summary: dict) -> plt.Figure:
-    """Per arm, every run's held onsets: best-of-k naive (black) and each intervention (colors); a method that
-    never holds is drawn at the run's end with an open marker (censored); filled markers passed the control."""
-    arms = list(summary)
-    fig, axes = plt.subplots(1, len(arms), figsize=(4.6 * len(arms), 3.6), squeeze=False, sharey=True)
-    for ax, arm in zip(axes[0], arms):
-        rows = summary[arm]["runs"]
-        methods = [m for m in dict.fromkeys(m for row in rows for m in row["onset_step"]) if m != "naive"]
-        for i, row in enumerate(rows):
-            last = row["last_step"]
-            for j, m in enumerate(methods):
-                x = i + (j - (len(methods) - 1) / 2) * 0.12
-                step = row["onset_step"].get(m)
-                color = "k" if m == "naive_k" else f"C{j}"
-                filled = m == "naive_k" or row["control_passed"].get(m, False)
-                ax.scatter([x], [last if step is None else step], s=30, color=color if filled else "none",
-                           edgecolors=color, marker="^" if step is None else "o",
-                           label=(f"naive, best of {row['naive_tries']}" if m == "naive_k" else m) if i == 0 else None)
-                if row["hidden"].get(m):
-                    ax.scatter([x], [step], s=120, marker="*", color="gold", edgecolors="k", zorder=3)
-        ax.set_xticks(range(len(rows)), [f"seed {row['seed']}" for row in rows], fontsize=7)
-        ax.set_title(f"{arm}\nhidden in: " + ", ".join(f"{m} {v['hidden']}/{v['of']}"
-                                                      for m, v in summary[arm]["methods"].items()), fontsize=8)
-        ax.set_ylabel("held onset (training step)")
-    axes[0, 0].legend(fontsize=6, loc="lower left")
-    fig.suptitle("held onsets per run (triangle: never, censored at the run's end; open: control failed; "
-                 "star: hidden capability)", fontsize=8)
-    fig.tight_layout()
-    return fig
 
 
 def capability_sentences(summary: dict) -> list[str]:

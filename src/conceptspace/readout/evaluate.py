@@ -20,8 +20,6 @@ other settings needs another --tag (or --force to replace).
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 from pathlib import Path
 
@@ -29,14 +27,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .checkpoints import CheckpointError, list_checkpoints
-from .concepts import ConceptSpace
-from .config import ExperimentConfig
-from .errors import ConceptspaceError
-from .probe import AnalyticProbe, check_probe_space, get_probe, has_object
-from .prompts import class_prompts
-from .samplers import sample
-from .train import RunDirError, load_checkpoint, read_run_info
+from ..config import ExperimentConfig
+from ..data.concepts import ConceptSpace
+from ..data.prompts import class_prompts
+from ..errors import ConceptspaceError
+from ..model.checkpoints import CheckpointError, list_checkpoints
+from ..model.samplers import sample
+from ..readout.probe import AnalyticProbe, check_probe_space, get_probe, has_object
+from ..rundir import RunDir, RunDirError, load_npz, read_json, save_npz, write_json
+from ..train import load_checkpoint, read_run_info
 
 N_SHOW = 8  # generations kept as images per class and checkpoint
 EVAL_FORMAT = 2  # bump when the arrays change (2: has_object, probe_checksum); older files need --force or --tag
@@ -56,18 +55,6 @@ def pad_probs(per_concept: list[np.ndarray]) -> np.ndarray:
     for j, p in enumerate(per_concept):
         out[:, j, :p.shape[1]] = p
     return out
-
-
-def _save_npz(path: Path, arrays: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
-
-
-def load_eval(path: str | Path) -> dict[str, np.ndarray]:
-    """The arrays of an evaluation file (no pickled objects)."""
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
 
 
 @torch.no_grad()
@@ -90,16 +77,15 @@ def object_mask(images: np.ndarray, space: ConceptSpace) -> np.ndarray:
 
 def open_eval_file(path: Path, settings: dict, force: bool) -> dict[str, np.ndarray]:
     """The arrays already in `path` (empty with --force); refuses a file made with other settings."""
-    settings_path = path.with_name(path.stem + ".settings.json")
+    settings_path = RunDir.settings_of(path)
     arrays: dict[str, np.ndarray] = {}
     if path.is_file() and not force:
-        old = json.loads(settings_path.read_text()) if settings_path.is_file() else None
+        old = read_json(settings_path) if settings_path.is_file() else None
         if old != settings:
             raise ConceptspaceError(f"{path} was made with other settings; use --tag NAME for a new evaluation "
                                     "or --force to replace it")
-        arrays = load_eval(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    settings_path.write_text(json.dumps(settings, indent=2))
+        arrays = load_npz(path)
+    write_json(settings_path, settings)
     return arrays
 
 
@@ -123,7 +109,7 @@ def over_new_checkpoints(run_dir: Path, path: Path, arrays: dict[str, np.ndarray
         else:
             arrays = new
         arrays.update(static)
-        _save_npz(path, arrays)
+        save_npz(path, arrays)
     if not arrays:
         raise RunDirError(f"{run_dir}: no readable checkpoint to evaluate")
     return arrays
@@ -132,7 +118,7 @@ def over_new_checkpoints(run_dir: Path, path: Path, arrays: dict[str, np.ndarray
 def evaluate_run(run_dir: str | Path, cfg: ExperimentConfig | None = None, tag: str = "default",
                  force: bool = False, progress: bool | None = None) -> Path:
     """Evaluate every (new) checkpoint of a run; returns the path of the arrays file."""
-    from .train import load_run_config
+    from ..train import load_run_config
 
     run_dir = Path(run_dir)
     info = read_run_info(run_dir)
@@ -143,7 +129,7 @@ def evaluate_run(run_dir: str | Path, cfg: ExperimentConfig | None = None, tag: 
     if info.get("status") == "running":
         print(f"note: {run_dir} is still training; evaluating the {len(ckpts)} checkpoints present "
               "(run evaluate again to catch up)", file=sys.stderr)
-    path = run_dir / "eval" / tag / "concept_probs.npz"
+    path = RunDir(run_dir, tag).concept_probs
     arrays = open_eval_file(path, eval_settings(cfg), force)
     space = ConceptSpace.from_config(cfg.data)
     probe = get_probe(cfg, progress)

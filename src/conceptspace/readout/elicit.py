@@ -21,19 +21,22 @@ as many tries (initial-noise seeds) as the largest grid, so a max over many prom
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .checkpoints import list_checkpoints
-from .concepts import ConceptSpace
-from .config import ExperimentConfig
-from .elicitation import (
+from ..analysis.onsets import joint_accuracy
+from ..config import ExperimentConfig
+from ..data.concepts import ConceptSpace
+from ..data.prompts import class_prompts
+from ..model.checkpoints import list_checkpoints
+from ..model.samplers import sample
+from ..readout.elicitation import (
     PROMPT_METHODS,
     Elicitation,
     ElicitationError,
+    LatentRows,
     build_elicitations,
     ladder_prompt,
     latent_hook,
@@ -41,13 +44,16 @@ from .elicitation import (
     overprompt_prompt,
     patch_conditioning,
 )
-from .evaluate import EVAL_FORMAT, load_eval, object_mask, open_eval_file, over_new_checkpoints, pad_probs
-from .probe import check_probe_space, get_probe
-from .prompts import class_prompts
-from .samplers import sample
-from .train import RunDirError, load_checkpoint, read_run_info
-from .onsets import best_of_grid, censored_lead, control_classes, joint_accuracy, onset
-from .trajectories import hard_accuracy
+from ..readout.evaluate import (
+    EVAL_FORMAT,
+    object_mask,
+    open_eval_file,
+    over_new_checkpoints,
+    pad_probs,
+)
+from ..readout.probe import check_probe_space, get_probe
+from ..rundir import RunDir, RunDirError
+from ..train import load_checkpoint, read_run_info
 
 # Elicit settings that only the analysis reads: changing them re-reads the arrays, it does not regenerate them.
 ANALYSIS_SETTINGS = {"threshold", "run_length", "allowed_dip", "lead_fraction", "control_threshold"}
@@ -70,8 +76,10 @@ def _latent_site(cfg: ExperimentConfig) -> str:
     return "hook_embed" if at == "shared" else "*.hook_cond"
 
 
-def _generate(model, objective, cfg: ExperimentConfig, prompts: torch.Tensor, guidance: float,
-              shared: int | None, hooks: list, noise: int = 0) -> np.ndarray:
+def generate(model, objective, cfg: ExperimentConfig, prompts: torch.Tensor, guidance: float,
+             shared: int | None, hooks: list, noise: int = 0) -> np.ndarray:
+    """Images [N, 3, H, W] in [0, 1] for prompts [N, D] with the run's sampler settings and evaluation seed (+ noise),
+    under `hooks` (rows of a latent hook need one forward pass: no chunking then)."""
     s, size = cfg.sampler, cfg.data.image_size
     gen = torch.Generator().manual_seed(cfg.eval.seed + noise)
     # A latent hook holds one row of parameters per prompt, so every prompt must be in the same forward pass.
@@ -81,6 +89,27 @@ def _generate(model, objective, cfg: ExperimentConfig, prompts: torch.Tensor, gu
                    guidance_scale=guidance, generator=gen, batch_size=batch_size, shared_noise=shared,
                    clip_x0=s.clip_x0)
     return x.clamp(0, 1).numpy()
+
+
+def elicitation_batch(model, cfg: ExperimentConfig, space: ConceptSpace, held_names: list[str], name: str,
+                      n: int) -> tuple[torch.Tensor, list]:
+    """(prompts [len(held_names) * n, D], hooks) that ask for each class with the elicitation called `name`
+    (one of `build_elicitations(space, cfg.elicit)`; prompt and latent methods only)."""
+    known = {e.name: e for e in build_elicitations(space, cfg.elicit)}
+    if name not in known:
+        raise ElicitationError(f"unknown elicitation {name!r} for this run (known: {', '.join(known)})")
+    e = known[name]
+    if e.method not in PROMPT_METHODS:
+        raise ElicitationError(f"{name}: only prompt and latent elicitations can be sampled this way")
+    prompts = torch.from_numpy(np.stack([_prompt(space, h, e) for h in held_names for _ in range(n)]))
+    if not e.method.startswith("latent"):
+        return prompts, []
+    site = _latent_site(cfg)
+    rows = [latent_rows(model, space, h, [e], n, site, cfg.elicit.paper_latent_values) for h in held_names]
+    merged = LatentRows(torch.cat([r.alpha for r in rows]), torch.cat([r.beta for r in rows]),
+                        {k: torch.cat([r.boost[k] for r in rows]) for k in rows[0].boost},
+                        {k: torch.cat([r.compete[k] for r in rows]) for k in rows[0].compete})
+    return prompts, [(site, latent_hook(merged))]
 
 
 def elicit_checkpoint(model, objective, cfg: ExperimentConfig, space: ConceptSpace, probe,
@@ -103,14 +132,14 @@ def elicit_checkpoint(model, objective, cfg: ExperimentConfig, space: ConceptSpa
         prompts = torch.from_numpy(np.stack([_prompt(space, held, e) for e in batched for _ in range(n)]))
         rows = latent_rows(model, space, held, batched, n, site, cfg.elicit.paper_latent_values) if site else None
         hooks = [(site, latent_hook(rows))] if site else []
-        images = _generate(model, objective, cfg, prompts, cfg.sampler.guidance_scale, n, hooks)
+        images = generate(model, objective, cfg, prompts, cfg.sampler.guidance_scale, n, hooks)
         for e, r in zip(batched, read(images, len(batched))):
             out[(e.name, held)] = r
         naive = torch.from_numpy(np.repeat(class_prompts(space, [held]), n, axis=0))
         # 2. More tries of naive prompting: independent initial noise for every try but the first (= naive).
         tries = [e for e in elicitations if e.method == "naive_k" and e.noise > 0]
         if tries:
-            images = _generate(model, objective, cfg, naive.repeat(len(tries), 1), cfg.sampler.guidance_scale,
+            images = generate(model, objective, cfg, naive.repeat(len(tries), 1), cfg.sampler.guidance_scale,
                                None, [], noise=1)
             for e, r in zip(tries, read(images, len(tries))):
                 out[(e.name, held)] = r
@@ -121,10 +150,10 @@ def elicit_checkpoint(model, objective, cfg: ExperimentConfig, space: ConceptSpa
             elif e.method == "patch":
                 patched = copy.deepcopy(model)
                 patch_conditioning(patched, donors[e.donor])
-                out[(e.name, held)] = read(_generate(patched, objective, cfg, naive, cfg.sampler.guidance_scale, n,
+                out[(e.name, held)] = read(generate(patched, objective, cfg, naive, cfg.sampler.guidance_scale, n,
                                                      []), 1)[0]
             elif e.method == "cfg":
-                out[(e.name, held)] = read(_generate(model, objective, cfg, naive, e.guidance, n, []), 1)[0]
+                out[(e.name, held)] = read(generate(model, objective, cfg, naive, e.guidance, n, []), 1)[0]
     probs = np.stack([np.stack([out[(e.name, h)][0] for h in space.held_out]) for e in elicitations])
     found = np.stack([np.stack([out[(e.name, h)][1] for h in space.held_out]) for e in elicitations])
     return probs, found
@@ -144,7 +173,7 @@ def elicit_run(run_dir: str | Path, cfg: ExperimentConfig, tag: str = "default",
     ckpts = list_checkpoints(run_dir)
     if not ckpts:
         raise RunDirError(f"{run_dir}: no checkpoints yet; train first")
-    path = run_dir / "eval" / tag / "elicitation.npz"
+    path = RunDir(run_dir, tag).elicitation
     # Analysis settings (thresholds, criteria) do not change the arrays, so they may change without a new --tag.
     settings = {"elicit": cfg.elicit.model_dump(mode="json", exclude=ANALYSIS_SETTINGS),
                 "sampler": cfg.sampler.model_dump(mode="json"), "format": EVAL_FORMAT,
@@ -175,114 +204,3 @@ def elicit_run(run_dir: str | Path, cfg: ExperimentConfig, tag: str = "default",
               "held_out": np.array(space.held_out), "probe_checksum": np.array(probe.checksum)}
     over_new_checkpoints(run_dir, path, arrays, read, static, "elicit", progress)
     return path
-
-
-def _pushed_concepts(arrays: dict[str, np.ndarray], i: int, kinds: list[str]) -> list[str]:
-    """The concept elicitation i pushes (from the `concepts` array, or its name "latent[color a=1 b=0.1]" in files
-    written before that array existed); every concept for those that push none (naive, patch, cfg)."""
-    if "concepts" in arrays:
-        c = str(arrays["concepts"][i])
-    else:
-        c = str(arrays["names"][i]).partition("[")[2].split(" ", 1)[0].rstrip("]")
-    return [c] if c in kinds else list(kinds)
-
-
-def control_reading(eval_arrays: dict[str, np.ndarray] | None, held: str, concepts: list[str], kinds: list[str],
-                    step: int | None, threshold: float) -> dict:
-    """Naive accuracy, at one checkpoint, of the training classes sharing the held-out value of each pushed concept
-    (for 11 and color: class 10's color). A capability counts as hidden only where these are drawn correctly."""
-    out: dict = {"step": step, "accuracy": {}, "passed": False}
-    if step is None or eval_arrays is None:
-        return out
-    steps = eval_arrays["steps"].tolist()
-    if step not in steps:
-        out["note"] = "no evaluation at this checkpoint"
-        return out
-    names = [str(n) for n in eval_arrays["classes"]]
-    held_out = [n for n, h in zip(names, eval_arrays["held_out"]) if h]
-    acc = hard_accuracy(eval_arrays["preds"], names, eval_arrays.get("has_object"))[steps.index(step)]  # [P, C]
-    for kind in concepts:
-        j = kinds.index(kind)
-        for cls in control_classes(names, held_out, held, j):
-            out["accuracy"].setdefault(cls, {})[kind] = round(float(acc[names.index(cls), j]), 4)
-    values = [v for per in out["accuracy"].values() for v in per.values()]
-    out["passed"] = bool(values) and min(values) >= threshold
-    return out
-
-
-def onset_metrics(arrays: dict[str, np.ndarray], settings, kinds: list[str], start_step: int | None = None,
-                  eval_arrays: dict[str, np.ndarray] | None = None) -> dict:
-    """metrics.json "elicitation" for every held-out class (settings: ElicitConfig).
-
-    Per method (best of its grid at each checkpoint): held and first-reached onsets of the per-sample joint
-    accuracy, the held onset of the paper's measure, each grid point's onsets, the lead over best-of-k naive
-    prompting (never = the run's end), the control reading at the held onset and whether the capability is hidden.
-    No onset before `start_step` (the checkpoint at which the training classes are drawn).
-    """
-    s = settings
-    steps, names, methods = arrays["steps"], [str(n) for n in arrays["names"]], [str(m) for m in arrays["methods"]]
-    start = len(steps) if start_step is None else int(np.searchsorted(steps, start_step))
-    last = int(steps[-1])
-    out = {}
-    for h, held in enumerate(str(x) for x in arrays["held_out"]):
-        found = arrays["has_object"][:, :, h] if "has_object" in arrays else None
-        joint = joint_accuracy(arrays["probs"][:, :, h], held, found)  # [K, E]
-        paper = joint_accuracy(arrays["probs"][:, :, h], held, found, measure="paper")
-        best, best_paper = best_of_grid(joint, methods), best_of_grid(paper, methods)
-        read = {m: onset(v, steps, s.threshold, s.run_length, s.allowed_dip, start) for m, v in best.items()}
-        naive_k = read.get("naive_k", read["naive"])["held"]
-        interventions = [m for m in read if m not in ("naive", "naive_k")]
-        lead = {m: censored_lead(read[m]["held"], naive_k, last) for m in interventions}
-        pushed = {m: sorted({c for i, mm in enumerate(methods) if mm == m for c in _pushed_concepts(arrays, i, kinds)})
-                  for m in interventions}
-        control = {m: control_reading(eval_arrays, held, pushed[m], kinds, read[m]["held"], s.control_threshold)
-                   for m in interventions}
-        hidden = {m: lead[m] is not None and lead[m] >= s.lead_fraction * last and control[m]["passed"]
-                  for m in interventions}
-        held_on = [read[m]["held"] for m in interventions if read[m]["held"] is not None]
-        best_other = min(held_on) if held_on else None
-        out[held] = {
-            "measure": "per_sample",
-            "start_step": None if start >= len(steps) else int(steps[start]),
-            "onset_step": {m: r["held"] for m, r in read.items()},
-            "first_reached_step": {m: r["first"] for m, r in read.items()},
-            "paper_measure_onset_step": {m: onset(v, steps, s.threshold, s.run_length, s.allowed_dip, start)["held"]
-                                         for m, v in best_paper.items()},
-            "grid_onset_step": {names[i]: onset(joint[:, i], steps, s.threshold, s.run_length, s.allowed_dip, start)
-                                for i in range(len(names))},
-            "naive_tries": sum(m == "naive_k" for m in methods) or 1,
-            "naive_best_of_k_onset": naive_k,
-            "lead_steps": lead,
-            "control": control,
-            "hidden": hidden,
-            "hidden_capability": any(hidden.values()),
-            "gap_steps": naive_k - best_other if naive_k is not None and best_other is not None else None,
-            "naive_never_reached": naive_k is None,
-            "best_intervention_onset": best_other,
-            "final_joint": {names[i]: round(float(joint[-1, i]), 4) for i in range(len(names))},
-            "final_joint_paper": {names[i]: round(float(paper[-1, i]), 4) for i in range(len(names))},
-        }
-    return out
-
-
-def add_onsets_to_metrics(run_dir: str | Path, cfg: ExperimentConfig, tag: str = "default") -> dict:
-    """Merge the elicitation onsets into metrics.json, with each onset's distance to the sudden turn."""
-    run_dir = Path(run_dir)
-    arrays = load_eval(run_dir / "eval" / tag / "elicitation.npz")
-    path = run_dir / "metrics.json"
-    metrics = json.loads(path.read_text()) if path.is_file() else {}
-    probs_path = run_dir / "eval" / tag / "concept_probs.npz"
-    if not probs_path.is_file():
-        probs_path = run_dir / "eval" / "default" / "concept_probs.npz"
-    eval_arrays = load_eval(probs_path) if probs_path.is_file() else None
-    kinds = list(ConceptSpace.from_config(cfg.data).kinds)
-    onsets = onset_metrics(arrays, cfg.elicit, kinds, metrics.get("drawing_step"), eval_arrays)
-    steps = list(arrays["steps"])
-    for held, e in onsets.items():
-        turn = metrics.get("turn", {}).get(held, {}).get("step")
-        if turn is not None and turn in steps:
-            e["turn_distance_checkpoints"] = {m: (steps.index(s) - steps.index(turn) if s is not None else None)
-                                              for m, s in e["onset_step"].items()}
-    metrics["elicitation"] = onsets
-    path.write_text(json.dumps(metrics, indent=2))
-    return metrics

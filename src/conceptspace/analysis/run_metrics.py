@@ -1,24 +1,16 @@
-"""From a run's evaluation arrays to `metrics.json` and the figures of its report."""
+"""From a run's evaluation arrays to `metrics.json`: the trajectory analysis and the elicitation onsets."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from .concepts import ConceptSpace
-from .config import ExperimentConfig
-from .evaluate import load_eval
+from ..config import ExperimentConfig
+from ..data.concepts import ConceptSpace
+from ..rundir import RunDir, load_npz
+from .onsets import onset_metrics
 from .trajectories import analyze, coordinates, hard_accuracy, smooth
-
-
-def read_metrics_log(run_dir: str | Path) -> list[dict]:
-    """Rows of metrics.jsonl (training log)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
 
 
 def probe_agreement(arrays: dict[str, np.ndarray], kinds: list[str]) -> dict[str, float]:
@@ -32,7 +24,7 @@ def probe_agreement(arrays: dict[str, np.ndarray], kinds: list[str]) -> dict[str
 
 def run_metrics(cfg: ExperimentConfig, arrays: dict[str, np.ndarray]) -> dict:
     """metrics.json content: the trajectory analysis plus context (steps, probe agreement, signal)."""
-    from .signal import normalized_signal, space_signal
+    from ..data.signal import normalized_signal, space_signal
 
     space = ConceptSpace.from_config(cfg.data)
     kinds, n_values = list(space.kinds), [c.n_values for c in space.concepts]
@@ -66,11 +58,22 @@ def trajectory_arrays(cfg: ExperimentConfig, arrays: dict[str, np.ndarray]) -> t
 
 def analyze_run(run_dir: str | Path, cfg: ExperimentConfig, tag: str = "default") -> dict:
     """Compute and write `metrics.json` in the run directory (merged with what other steps wrote there)."""
-    run_dir = Path(run_dir)
-    arrays = load_eval(run_dir / "eval" / tag / "concept_probs.npz")
-    metrics = run_metrics(cfg, arrays)
-    path = run_dir / "metrics.json"
-    old = json.loads(path.read_text()) if path.is_file() else {}
-    old.update(metrics)
-    path.write_text(json.dumps(old, indent=2))
-    return old
+    rd = RunDir(run_dir, tag)
+    return rd.update_metrics(run_metrics(cfg, load_npz(rd.concept_probs)))
+
+
+def add_onsets_to_metrics(run_dir: str | Path, cfg: ExperimentConfig, tag: str = "default") -> dict:
+    """Merge the elicitation onsets into metrics.json, with each onset's distance to the sudden turn."""
+    rd = RunDir(run_dir, tag)
+    arrays = load_npz(rd.elicitation)
+    metrics = rd.read_metrics()
+    eval_arrays = load_npz(rd.trajectory_source) if rd.trajectory_source.is_file() else None
+    kinds = list(ConceptSpace.from_config(cfg.data).kinds)
+    onsets = onset_metrics(arrays, cfg.elicit, kinds, metrics.get("drawing_step"), eval_arrays)
+    steps = list(arrays["steps"])
+    for held, e in onsets.items():
+        turn = metrics.get("turn", {}).get(held, {}).get("step")
+        if turn is not None and turn in steps:
+            e["turn_distance_checkpoints"] = {m: (steps.index(s) - steps.index(turn) if s is not None else None)
+                                              for m, s in e["onset_step"].items()}
+    return rd.update_metrics({"elicitation": onsets})

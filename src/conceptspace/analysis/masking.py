@@ -3,23 +3,16 @@
 `masking_metrics(runs)` fills sweep_metrics.json's "masking" entry from the run records of `collect_runs`:
 learning time (steps to the threshold on every concept; a concept never learned counts as twice the run, i.e.
 slowest) and its Spearman correlation with p, per-concept learning steps and speeds, the probe's final P(blue) and
-the mean RGB of the generated held-out objects. `masking_figures` draws steps-to-80% vs p, held-out trajectories
+the mean RGB of the generated held-out objects. `report.sweep_figures` draws steps-to-80% vs p, held-out trajectories
 colored by p, and the final generations at the smallest and largest p.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import matplotlib.pyplot as plt
 import numpy as np
 from scipy.stats import spearmanr
 
-from .concepts import ConceptSpace
-from .config import load_config
-from .plots import concept_axes, plot_class_grid
-from .sweep_stats import censored_summary
-from .trajectories import mean_trajectory
+from ..analysis.sweep_stats import censored_summary
 
 OBJECT_DIFF = 0.15  # a pixel belongs to the object when a channel differs this much from the background
 
@@ -98,67 +91,3 @@ def masking_per_run(by_p: dict[float, list[tuple[dict, str, dict]]]) -> dict:
     out = censored_summary(neg_p, times, horizon, groups)
     out["covariate"] = "-p"
     return out
-
-
-def plot_time_vs_p(metrics: dict, runs: list[dict]) -> plt.Figure:
-    """Steps to the threshold on each concept vs masking fraction; seeds as points (never = top band)."""
-    concepts = list(next(iter(metrics["learning_step"].values())))
-    last = max(r["steps"][-1] for r in runs if r["steps"])
-    fig, ax = plt.subplots(figsize=(5.2, 3.8))
-    for j, c in enumerate(concepts):
-        xs, ys, never = [], [], []
-        for k, per in metrics["learning_step"].items():
-            for s in per[c]:
-                (xs if s is not None else never).append(float(k))
-                if s is not None:
-                    ys.append(s)
-        off = (j - (len(concepts) - 1) / 2) * 0.015
-        ax.scatter(np.array(xs) + off, ys, s=14, alpha=0.6, color=f"C{j}")
-        ax.scatter(np.array(never) + off, [last * 1.08] * len(never), marker="x", color=f"C{j}")
-        means = [(float(k), np.mean([s for s in per[c] if s is not None]))
-                 for k, per in metrics["learning_step"].items() if any(s is not None for s in per[c])]
-        if means:
-            ax.plot(*np.array(means).T, color=f"C{j}", lw=2, label=f"{c} (mean of learned seeds)")
-    # Mean learning time counts "never" as twice the run: drawn capped at the never band so it stays visible.
-    ax.plot([float(k) for k in metrics["mean_time"]], np.minimum(list(metrics["mean_time"].values()), last * 1.08),
-            "k--", lw=1, label="held-out mean learning time (never = 2x run, capped)")
-    ax.axhline(last * 1.08, color="0.7", lw=0.5)
-    ax.set_ylim(0, last * 1.15)
-    ax.set_xlabel("masking probability p")
-    ax.set_ylabel("steps to 80% (x: never within the run)")
-    ax.legend(fontsize=7)
-    ax.set_title("held-out class: learning time vs underspecification", fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-def plot_trajectories_by_p(runs: list[dict], kinds: list[str]) -> plt.Figure:
-    """Held-out trajectories (mean over seeds) in concept space, colored by masking probability."""
-    groups = held_out_trajectories(runs)
-    fig, ax = plt.subplots(figsize=(5.0, 4.4))
-    cmap = plt.get_cmap("viridis")
-    top = max(groups) or 1.0
-    for p in sorted(groups):
-        mean = mean_trajectory([t for t, _ in groups[p]])
-        ax.plot(mean[:, 0], mean[:, 1], color=cmap(p / top), lw=2, label=f"p={p:g}")
-        ax.scatter(*mean[-1, :2], color=cmap(p / top), s=15)
-    concept_axes(ax, kinds, False)
-    ax.legend(fontsize=7)
-    ax.set_title("held-out trajectories by masking probability", fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-def masking_figures(runs: list[dict], metrics: dict, kinds: list[str]) -> dict[str, plt.Figure]:
-    """Figures of the masking section of sweep_report.html."""
-    figs = {"steps to 80% vs masking probability": plot_time_vs_p(metrics, runs),
-            "held-out trajectories by masking probability": plot_trajectories_by_p(runs, kinds)}
-    shown = [r for r in runs if r.get("masking") is not None and "final_samples" in r]
-    ps = sorted({r["masking"] for r in shown})
-    for p in dict.fromkeys(ps[:1] + ps[-1:]):  # the smallest and the largest p
-        run = min((r for r in shown if r["masking"] == p), key=lambda r: r["seed"])
-        space = ConceptSpace.from_config(load_config(Path(run["dir"]) / "config.yaml").data)
-        figs[f"final generations at p={p:g} (seed {run['seed']})"] = plot_class_grid(
-            space, {n: s.astype(np.float32) / 255.0 for n, s in run["final_samples"].items()},
-            title=f"masking p={p:g}, seed {run['seed']}, step {run['steps'][-1]}")
-    return figs

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .concepts import ConceptSpace
-from .errors import ConceptspaceError
-from .onsets import best_of_grid, joint_accuracy  # noqa: F401  (re-exported: the readings of an elicitation)
-from .prompts import PromptLayout, class_prompts
+from ..analysis.onsets import best_of_grid, joint_accuracy  # noqa: F401  (re-exported: the readings of an elicitation)
+from ..data.concepts import ConceptSpace
+from ..data.prompts import PromptLayout, class_prompts
+from ..errors import ConceptspaceError
 
 METHODS = ("naive", "overprompt", "ladder", "latent", "latent_paper", "patch", "cfg")
 PROMPT_METHODS = ("naive", "overprompt", "ladder", "latent", "latent_paper")  # sampled together in one batch

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .concepts import ConceptSpace
-from .errors import ConceptspaceError
+from ..data.concepts import ConceptSpace
+from ..errors import ConceptspaceError
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
@@ -242,7 +242,7 @@ def _folder(space: ConceptSpace, real, size: int, rng) -> LabelledImages:
 
 @lru_cache(maxsize=4)
 def _load_cached(data_json: str, seed: int) -> LabelledImages:
-    from .config import DataConfig
+    from ..config import DataConfig
 
     data = DataConfig.model_validate(json.loads(data_json))
     space = ConceptSpace.from_config(data)

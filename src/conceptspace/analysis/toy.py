@@ -81,34 +81,29 @@ def fit_toy(measured: np.ndarray, steps: np.ndarray, a_bounds: tuple[float, floa
     return {"a": float(res.x[0]), "time_scale": float(np.exp(res.x[1])), "mse": float(res.fun)}
 
 
-def plot_toy(a_values: list[float], measured: dict[str, np.ndarray] | None = None, fits: dict | None = None):
-    """Toy trajectories for a range of a (left) beside measured trajectories and their fitted toy paths (right)."""
-    import matplotlib.pyplot as plt
+def fit_masking_runs(runs: list[dict]) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+    """Fit the model to each masking probability's mean held-out trajectory (run records of a masking sweep).
 
-    fig, axes = plt.subplots(1, 2 if measured else 1, figsize=(10 if measured else 5, 4.6), squeeze=False)
-    cmap = plt.get_cmap("Spectral_r")
-    ax = axes[0, 0]
-    for i, a in enumerate(a_values):
-        _, c = simulate(a)
-        ax.plot(c[:, 0], c[:, 1], color=cmap(i / max(len(a_values) - 1, 1)), label=f"a={a:.2g}")
-    ax.set_title("simplified model: trajectories for a range of a", fontsize=9)
-    if measured:
-        ax2 = axes[0, 1]
-        for i, (label, traj) in enumerate(measured.items()):
-            color = cmap(i / max(len(measured) - 1, 1))
-            ax2.plot(traj[:, 0], traj[:, 1], color=color, lw=2, label=f"measured {label}")
-            if fits and label in fits:
-                fit = fits[label]
-                times = toy_times(fit["steps"], fit["time_scale"]) if "steps" in fit else None
-                _, c = simulate(fit["a"], start=tuple(traj[0]), n=len(traj), times=times)
-                ax2.plot(c[:, 0], c[:, 1], color=color, ls="--", lw=1, label=f"toy a={fits[label]['a']:.2f}")
-        ax2.set_title("measured masking trajectories (solid) and fitted toy paths (dashed)", fontsize=9)
-    for a in axes[0]:
-        a.set_xlim(0, 1.02)
-        a.set_ylim(0, 1.02)
-        a.set_xlabel("color: P(blue)")
-        a.set_ylabel("other concept: P(correct)")
-        a.set_aspect("equal")
-        a.legend(fontsize=6)
-    fig.tight_layout()
-    return fig
+    The fit starts at the first checkpoint at which every seed draws its training classes (before that the samples
+    are noise); with fewer than 3 such checkpoints the whole trajectory is used. Returns ({"p=0.5": trajectory
+    [K, 2]}, {"p=0.5": {a, time_scale, mse, steps, n_runs}}); probabilities with fewer than 3 checkpoints are skipped.
+    """
+    from .masking import held_out_trajectories
+    from .trajectories import mean_trajectory
+
+    by_p = {p: [(r["steps"].index(r["drawing_step"]) if r.get("drawing_step") in r["steps"] else 0,
+                 t[:, :2], np.array(r["steps"])) for t, r in group]
+            for p, group in held_out_trajectories(runs).items()}
+    measured, fits = {}, {}
+    for p in sorted(by_p):
+        k0, k1 = max(k for k, _, _ in by_p[p]), min(len(t) for _, t, _ in by_p[p])
+        k0 = k0 if k1 - k0 >= 3 else 0
+        traj = mean_trajectory([t[k0:] for _, t, _ in by_p[p]])
+        steps = by_p[p][0][2][k0:k0 + len(traj)]
+        if len(traj) < 3:
+            continue
+        fit = fit_toy(traj, steps)
+        measured[f"p={p:g}"] = traj
+        fits[f"p={p:g}"] = {"a": round(fit["a"], 3), "time_scale": round(fit["time_scale"], 3),
+                            "mse": round(fit["mse"], 5), "steps": [int(x) for x in steps], "n_runs": len(by_p[p])}
+    return measured, fits

@@ -1,0 +1,187 @@
+"""The run directory: every path in it, and the only code that reads or writes its files.
+
+```
+config.yaml                               resolved config
+run.json                                  seed, versions, command, device, status
+metrics.jsonl                             training log, one row per logged step
+metrics.json                              analysis (merged by every stage that adds to it)
+checkpoints/step=000001234.safetensors    weights at each checkpoint
+resume.safetensors, resume.prev.safetensors
+eval/<tag>/concept_probs.npz (+ .settings.json), eval/<tag>/elicitation.npz (+ .settings.json)
+figures/, report.html
+sweep_status.json, sweep_config.yaml      written when the run is a point of a sweep
+```
+
+Every write is atomic (a temporary file in the same folder, flushed to disk, renamed over the target, the folder
+flushed): a crash leaves the old file or the new one, never half of one. Arrays are npz without pickles, metadata
+is JSON; nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from .errors import ConceptspaceError
+
+
+class RunDirError(ConceptspaceError):
+    """A run directory that is missing, incomplete or in the wrong state for the command."""
+
+
+# ------------------------------------------------------------------------------------------ atomic writes
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
+    """Write `path` through `write(file)` into a temporary file, fsync it, rename it over `path`, fsync the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # the rename itself survives a power cut only once the folder is on disk
+    finally:
+        os.close(fd)
+    return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Atomic text write (UTF-8)."""
+    return atomic_write(path, lambda fh: fh.write(text.encode()))
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Atomic JSON write, indented."""
+    return write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    """A JSON file; a missing or damaged one is a one-line RunDirError naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunDirError(f"{path}: not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunDirError(f"{path}: damaged JSON ({exc})") from None
+
+
+def save_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
+    """Atomic compressed npz write (no pickled objects)."""
+    return atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))
+
+
+def load_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """The arrays of an npz file, never unpickling; a missing or damaged file is a one-line RunDirError."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunDirError(f"{path}: not found")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (ValueError, OSError, EOFError) as exc:
+        raise RunDirError(f"{path}: damaged array file ({exc})") from None
+
+
+# ------------------------------------------------------------------------------------------ paths
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The paths of one run directory; `tag` names the evaluation (other sampler or probe settings)."""
+
+    root: Path
+    tag: str = "default"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    def with_tag(self, tag: str) -> "RunDir":
+        return RunDir(self.root, tag)
+
+    config = property(lambda self: self.root / "config.yaml")
+    info = property(lambda self: self.root / "run.json")
+    log = property(lambda self: self.root / "metrics.jsonl")
+    metrics = property(lambda self: self.root / "metrics.json")
+    checkpoints = property(lambda self: self.root / "checkpoints")
+    resume = property(lambda self: self.root / "resume.safetensors")
+    resume_prev = property(lambda self: self.root / "resume.prev.safetensors")
+    figures = property(lambda self: self.root / "figures")
+    report = property(lambda self: self.root / "report.html")
+    sweep_status = property(lambda self: self.root / "sweep_status.json")
+    sweep_config = property(lambda self: self.root / "sweep_config.yaml")
+    lock = property(lambda self: self.root / ".lock")
+
+    def checkpoint(self, step: int) -> Path:
+        return self.checkpoints / f"step={step:09d}.safetensors"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.root / "eval" / self.tag
+
+    @property
+    def concept_probs(self) -> Path:
+        """The evaluation arrays of this tag."""
+        return self.eval_dir / "concept_probs.npz"
+
+    @property
+    def trajectory_source(self) -> Path:
+        """The evaluation arrays to read trajectories from: this tag's, or the default evaluation's for a tag that
+        only holds an elicitation."""
+        default = self.with_tag("default").concept_probs
+        return self.concept_probs if self.concept_probs.is_file() or not default.is_file() else default
+
+    @property
+    def elicitation(self) -> Path:
+        return self.eval_dir / "elicitation.npz"
+
+    @staticmethod
+    def settings_of(arrays_path: Path) -> Path:
+        """The settings file stored beside an arrays file (what the arrays depend on)."""
+        return arrays_path.with_name(arrays_path.stem + ".settings.json")
+
+    # ---------------------------------------------------------------------------------- reading and writing
+
+    def rotate_resume(self) -> None:
+        """Keep the latest resume state as the previous one before a new one is written (a rename: atomic)."""
+        if self.resume.exists():
+            os.replace(self.resume, self.resume_prev)
+
+    def is_run(self) -> bool:
+        return self.config.is_file() and self.info.is_file()
+
+    def read_info(self) -> dict:
+        if not self.is_run():
+            raise RunDirError(f"{self.root}: not a run directory (no config.yaml / run.json)")
+        return read_json(self.info)
+
+    def read_metrics(self) -> dict:
+        """metrics.json, or {} before any analysis."""
+        return read_json(self.metrics) if self.metrics.is_file() else {}
+
+    def update_metrics(self, new: dict) -> dict:
+        """Merge `new` into metrics.json (top-level keys replaced) and write it atomically; returns the whole."""
+        merged = {**self.read_metrics(), **new}
+        write_json(self.metrics, merged)
+        return merged
+
+    def read_log(self) -> list[dict]:
+        """Rows of metrics.jsonl (the training log)."""
+        if not self.log.is_file():
+            return []
+        return [json.loads(ln) for ln in self.log.read_text().splitlines() if ln.strip()]
