@@ -1,5 +1,7 @@
 """Shared tiny fixtures: every test passes explicit seeds, none relies on global RNG order."""
 
+from pathlib import Path
+
 import pytest
 
 from conceptspace.config import load_config
@@ -14,3 +16,10 @@ def tiny_cfg():
 @pytest.fixture
 def tiny_space(tiny_cfg):
     return ConceptSpace.from_config(tiny_cfg.data)
+
+
+@pytest.fixture(autouse=True)
+def _from_the_repository_root(monkeypatch):
+    """Tests name shipped configs relative to the repository (as the README does); run them from there whatever the
+    caller's working directory."""
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])

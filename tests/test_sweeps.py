@@ -199,8 +199,10 @@ def test_sweep_report_on_a_micro_masking_sweep(tmp_path):
         assert title in page
     assert main(["toy-model", "--sweep", str(tmp_path / "out"), "--out", str(tmp_path / "toy")]) == 0
     fits = json.loads((tmp_path / "toy" / "toy_fit.json").read_text())
-    assert set(fits) == {"p=0", "p=1"} and all(1.0 <= f["a"] <= 10.0 for f in fits.values())
-    assert all(0.05 <= f["time_scale"] <= 4.0 and f["mse"] >= 0 for f in fits.values())
+    # (a and the time scale are bounded by the optimiser, so checking the bounds would test nothing; whether a fit
+    # recovers known values is tested in test_toy.py)
+    assert set(fits) == {"p=0", "p=1"} and all(np.isfinite(f["mse"]) and f["n_runs"] == 1 for f in fits.values())
+    assert all(len(f["steps"]) >= 3 and f["steps"] == sorted(f["steps"]) for f in fits.values())
 
 
 def test_learned_vs_distance_on_synthetic_runs():
@@ -233,3 +235,35 @@ def test_color_signal_extremes_match_color_signal_settings():
     for point in expand(load_spec(spec), spec):
         assert point.config.seed >= 3
         assert point.config.model_copy(update={"seed": 0}) == base[point.overrides["data.concepts.color.sep"]]
+
+
+def test_slurm_executor_refuses_when_slurm_is_absent(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    path = write_spec(tmp_path, {"seed": [0]})
+    with pytest.raises(SweepError, match="SLURM is not available"):
+        run_sweep(path, tmp_path / "out", executor="slurm")
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out2"), "--executor", "slurm"]) == 2
+    assert "no sbatch" in capsys.readouterr().err
+    assert not (tmp_path / "out2" / "seed=0" / "config.yaml").exists()  # nothing ran, locally or elsewhere
+
+
+def test_failed_points_are_retried(tmp_path, monkeypatch):
+    from conceptspace import sweeps
+
+    calls = []
+
+    def flaky(jobs, *args, **kw):
+        calls.append([d for d, _ in jobs])
+        status = "failed" if len(calls) < 3 else "done"
+        return [{"run": d, "status": status, "error": "boom" if status == "failed" else None} for d, _ in jobs]
+
+    monkeypatch.setattr(sweeps, "execute", flaky)
+    path = write_spec(tmp_path, {"seed": [0, 1]})
+    results = run_sweep(path, tmp_path / "out", executor="local", retries=2)
+    assert [r["status"] for r in results] == ["done", "done"] and [r["tries"] for r in results] == [3, 3]
+    assert len(calls) == 3
+    calls.clear()
+    results = run_sweep(path, tmp_path / "out", executor="local", retries=0)
+    assert [r["status"] for r in results] == ["failed", "failed"] and len(calls) == 1

@@ -148,7 +148,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .sweeps import run_sweep
 
-    results = run_sweep(args.spec, args.out, args.executor, args.workers, args.address, args.dry_run)
+    results = run_sweep(args.spec, args.out, args.executor, args.workers, args.address, args.dry_run, args.retries)
     if args.dry_run:
         for r in results:
             print(f"{r['status']:>7}  {r['run']}")
@@ -267,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="parallel runs (local / dask LocalCluster; default: cores)")
     p.add_argument("--address", default=None, help="dask scheduler address (default: a LocalCluster on 127.0.0.1)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their state, run nothing")
+    p.add_argument("--retries", type=int, default=None,
+                   help="try a failed point again up to this many times (default: the spec's `retries`, else 0)")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("toy-model", help="the simplified dynamical model of underspecification, fitted to a sweep")

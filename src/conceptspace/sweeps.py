@@ -23,6 +23,7 @@ import fcntl
 import itertools
 import json
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -84,7 +85,8 @@ def load_spec(path: str | Path) -> dict:
         raise SweepError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(spec, dict) or "grid" not in spec and "zip" not in spec:
         raise SweepError(f"{path}: a sweep spec needs a 'grid' (and/or 'zip') mapping of config keys to lists")
-    unknown = set(spec) - {"base", "set", "grid", "zip", "executor", "slurm", "description"}
+    unknown = set(spec) - {"base", "set", "grid", "zip", "executor", "slurm", "description", "retries",
+                           "gpus_per_point"}
     if unknown:
         raise SweepError(f"{path}: unknown key {sorted(unknown)[0]!r} (known: base, set, grid, zip, executor)")
     return spec
@@ -184,8 +186,9 @@ def _summary(counts: dict[str, int]) -> str:
 
 
 def execute(jobs: list[tuple[str, str]], executor: str, workers: int | None = None, address: str | None = None,
-            slurm_params: dict | None = None, log_dir: Path | None = None) -> list[dict]:
-    """Run (run_dir, config_yaml) jobs on the chosen engine; results in job order."""
+            slurm_params: dict | None = None, log_dir: Path | None = None, gpus: int = 0) -> list[dict]:
+    """Run (run_dir, config_yaml) jobs on the chosen engine; results in job order. `gpus` per point: a SLURM
+    gpus_per_node request, or a Dask worker resource "GPU"."""
     if executor not in EXECUTORS:
         raise SweepError(f"unknown executor {executor!r} (known: {', '.join(EXECUTORS)})")
     workers = workers or os.cpu_count() or 1
@@ -214,9 +217,15 @@ def execute(jobs: list[tuple[str, str]], executor: str, workers: int | None = No
     elif executor in ("slurm", "slurm-local"):
         import submitit
 
+        if executor == "slurm" and shutil.which("sbatch") is None:
+            # submitit would quietly run the jobs on this machine instead: refuse, so a sweep never claims a cluster
+            raise SweepError("--executor slurm: SLURM is not available here (no sbatch on PATH); run on a SLURM "
+                             "login node, or use --executor local (this machine) or slurm-local (submitit's local "
+                             "executor)")
         folder = log_dir or Path(jobs[0][0]).parent / ".submitit"
-        ex = submitit.AutoExecutor(folder=str(folder), cluster="local" if executor == "slurm-local" else None)
-        params = {"timeout_min": 24 * 60, "cpus_per_task": 1, **(slurm_params or {})}
+        ex = submitit.AutoExecutor(folder=str(folder), cluster="local" if executor == "slurm-local" else "slurm")
+        params = {"timeout_min": 24 * 60, "cpus_per_task": 1, **({"gpus_per_node": gpus} if gpus else {}),
+                  **(slurm_params or {})}
         if executor == "slurm-local":
             params = {k: v for k, v in params.items() if k in ("timeout_min", "cpus_per_task")}
         ex.update_parameters(**params)
@@ -237,11 +246,17 @@ def execute(jobs: list[tuple[str, str]], executor: str, workers: int | None = No
                                    dashboard_address=None, processes=True)
         client = Client(address or cluster)
         try:
-            futures = [client.submit(run_point, d, y, 1, pure=False) for d, y in jobs]
+            extra = {"resources": {"GPU": gpus}} if gpus else {}
+            futures = [client.submit(run_point, d, y, 1, pure=False, **extra) for d, y in jobs]
             index = {f.key: i for i, f in enumerate(futures)}
             counts["running"] = min(workers, len(jobs))
             for fut in as_completed(futures):
-                record(index[fut.key], fut.result())
+                i = index[fut.key]
+                try:
+                    res = fut.result()
+                except Exception as exc:  # a lost worker fails its point, not the whole collection
+                    res = {"run": jobs[i][0], "status": FAILED, "error": f"{type(exc).__name__}: {exc}"}
+                record(i, res)
         finally:
             client.close()
             if cluster is not None:
@@ -251,8 +266,9 @@ def execute(jobs: list[tuple[str, str]], executor: str, workers: int | None = No
 
 
 def run_sweep(spec_path: str | Path, out: str | Path, executor: str | None = None, workers: int | None = None,
-              address: str | None = None, dry_run: bool = False) -> list[dict]:
-    """Expand a sweep, write its manifest, run every unfinished point; returns one result per point."""
+              address: str | None = None, dry_run: bool = False, retries: int | None = None) -> list[dict]:
+    """Expand a sweep, write its manifest, run every unfinished point; returns one result per point. A failed point
+    is tried again up to `retries` times (spec key `retries`, default 0); killed training resumes on each try."""
     spec = load_spec(spec_path)
     points = expand(spec, spec_path)
     out = Path(out)
@@ -265,7 +281,17 @@ def run_sweep(spec_path: str | Path, out: str | Path, executor: str | None = Non
     executor = executor or spec.get("executor", "local")
     jobs = [(str(out / p.name), config_to_yaml(p.config)) for p in points]
     t0 = time.time()
-    results = execute(jobs, executor, workers, address, spec.get("slurm"), out / ".submitit")
+    gpus = int(spec.get("gpus_per_point", 0))
+    results = execute(jobs, executor, workers, address, spec.get("slurm"), out / ".submitit", gpus)
+    retries = int(spec.get("retries", 0)) if retries is None else retries
+    for attempt in range(retries):
+        again = [i for i, r in enumerate(results) if r["status"] == FAILED]
+        if not again:
+            break
+        print(f"retrying {len(again)} failed point(s) (try {attempt + 2} of {retries + 1})", file=sys.stderr)
+        for i, r in zip(again, execute([jobs[i] for i in again], executor, workers, address, spec.get("slurm"),
+                                       out / ".submitit", gpus)):
+            results[i] = {**r, "tries": attempt + 2}
     summary = {"seconds": round(time.time() - t0, 1), "executor": executor, "results": results}
     write_json(out / "sweep_results.json", summary)
     return results
