@@ -152,3 +152,36 @@ def test_run_with_hooks_matches_context(toy, x):
     with toy.hooks(hooks):
         ref = toy(x)
     assert torch.equal(toy.run_with_hooks(x, fwd_hooks=hooks), ref)
+
+
+def test_body_hooks_and_transformerlens_style_functions():
+    import torch
+
+    from conceptspace.config import load_config
+    from conceptspace.data.concepts import ConceptSpace
+    from conceptspace.data.prompts import class_prompts
+    from conceptspace.train import build_model
+
+    cfg = load_config("configs/micro.yaml")
+    space = ConceptSpace.from_config(cfg.data)
+    torch.manual_seed(0)
+    model = build_model(cfg, space)
+    with torch.no_grad():  # a non-trivial model: the zero-initialised output would hide every difference
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    x, t = torch.randn(2, 3, 8, 8), torch.zeros(2)
+    h = torch.from_numpy(class_prompts(space, ["00", "11"]))
+    outs = [n for n in model.hook_points() if n.endswith("hook_out")]
+    assert "mid1.hook_out" in outs and "mid_attn.hook_attn" in model.hook_points()
+    base, cache = model.run_with_cache(x, t, h, names=["*.hook_out", "mid_attn.hook_attn"])
+    assert cache["mid1.hook_out"].shape == (2, cfg.model.widths[-1], 4, 4)
+    seen = []
+
+    def tl_style(tensor, hook):  # TransformerLens' signature: (tensor, hook) with hook.name
+        seen.append(hook.name)
+        return tensor * 0
+
+    with model.hooks([("mid1.hook_out", tl_style)]):
+        zeroed = model(x, t, h)
+    assert seen == ["mid1.hook_out"] and not torch.equal(zeroed, base)
+    assert torch.equal(model(x, t, h), base)  # removed on exit; identity hook points change nothing

@@ -151,6 +151,12 @@ def test_run_with_cache_shapes(conditioning):
         expected["hook_embed"] = (B, EMBED_DIM)
     channels = [8, 16, 16, 16, 16, 8]  # down.0, down.1, mid1, mid2, up.0 (deepest), up.1
     expected.update({name: (B, c) for name, c in zip(model.cond_hook_names(), channels, strict=True)})
+    # the body: every ResBlock's output [B, C, H, W] (same blocks, same widths) and the attention's update
+    x = inputs()[0]
+    sizes = [x.shape[-1], x.shape[-1] // 2, x.shape[-1] // 2, x.shape[-1] // 2, x.shape[-1] // 2, x.shape[-1]]
+    expected.update({name.replace("hook_cond", "hook_out"): (B, c, s, s)
+                     for name, c, s in zip(model.cond_hook_names(), channels, sizes, strict=True)})
+    expected["mid_attn.hook_attn"] = (B, 16, sizes[2], sizes[2])
     assert {k: tuple(v.shape) for k, v in cache.items()} == expected
 
 

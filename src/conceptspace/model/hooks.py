@@ -14,15 +14,34 @@ the hooks (``model.named_modules()``), e.g. ``"down.0.blocks.0.hook_cond"``.
 from __future__ import annotations
 
 import fnmatch
+import inspect
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-HookFn = Callable[[torch.Tensor, str], torch.Tensor | None]
-"""Called as ``fn(value, hook_name)``; returns a replacement tensor, or None to leave the value alone."""
+HookFn = Callable[[torch.Tensor, Any], torch.Tensor | None]
+"""Called as ``fn(value, hook_name)``, or as ``fn(value, hook)`` with a ``hook.name`` when its second parameter is
+called ``hook`` (TransformerLens' signature); returns a replacement tensor, or None to leave the value alone."""
+
+
+@dataclass(frozen=True)
+class HookInfo:
+    """What a TransformerLens-style hook function receives as ``hook``: the hook point's name and module."""
+
+    name: str
+    point: "HookPoint"
+
+
+def _takes_hook(fn: Callable) -> bool:
+    try:
+        params = list(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return False
+    return len(params) >= 2 and params[1] == "hook"
 
 
 class HookPoint(nn.Module):
@@ -88,6 +107,8 @@ class HookedModule(nn.Module):
         installed: list[tuple[HookPoint, tuple[str, HookFn]]] = []
         try:
             for name, fn in resolved:
+                if _takes_hook(fn):  # TransformerLens style: fn(tensor, hook) with hook.name
+                    fn = (lambda f, info: lambda x, _name: f(x, hook=info))(fn, HookInfo(name, points[name]))
                 installed.append((points[name], points[name].add(name, fn)))
             yield self
         finally:

@@ -20,6 +20,8 @@ Hook points:
     hook_embed                       [B, embed_dim]   shared embedding (``common_linear`` only)
     <block>.hook_cond                [B, C]           a ResBlock's concept embedding, just before it is
                                                       added; names in forward order: ``cond_hook_names()``
+    <block>.hook_out                 [B, C, H, W]     a ResBlock's output (the body's features)
+    mid_attn.hook_attn               [B, C, H, W]     what self-attention adds to the features
     where <block> is down.{i}.blocks.{j}, mid1, mid2 or up.{i}.blocks.{j}.
 """
 
@@ -80,13 +82,14 @@ class ResBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.conv2 = zero_init(nn.Conv2d(out_ch, out_ch, 3, padding=1))
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+        self.hook_out = HookPoint()  # [B, C, H, W] the block's output (residual stream of the body)
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.gelu(self.norm1(x)))  # [B, C, H, W]
         bias = self.time_proj(temb) + self.hook_cond(self.cond_proj(cond))  # [B, C]
         h = h + bias[:, :, None, None]
         h = self.conv2(self.dropout(F.gelu(self.norm2(h))))
-        return self.skip(x) + h
+        return self.hook_out(self.skip(x) + h)  # [B, C, H, W]
 
 
 class SelfAttention(nn.Module):
@@ -104,6 +107,7 @@ class SelfAttention(nn.Module):
         # CPU here because the q, k, v views then feed the fused SDPA kernel, not its math fallback.
         self.qkv = nn.Linear(channels, 3 * channels)
         self.proj = nn.Linear(channels, channels)
+        self.hook_attn = HookPoint()  # [B, C, H, W] what attention adds to the residual stream
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, hgt, wid = x.shape
@@ -112,7 +116,7 @@ class SelfAttention(nn.Module):
         q, k, v = (z.contiguous() for z in qkv.unbind(0))  # each [B, heads, HW, C/heads]
         out = F.scaled_dot_product_attention(q, k, v)  # scale = (C/heads)^-1/2, as in the paper
         out = self.proj(out.transpose(1, 2).reshape(b, hgt * wid, c))  # [B, HW, C]
-        return x + out.transpose(1, 2).reshape(b, c, hgt, wid)
+        return x + self.hook_attn(out.transpose(1, 2).reshape(b, c, hgt, wid))
 
 
 class Level(nn.Module):
