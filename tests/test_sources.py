@@ -103,11 +103,11 @@ def celeba_cfg(root, *extra):
                        [f"data.real.path={root}", "data.image_size=16", "data.real.min_per_class=5", *extra])
 
 
-def test_celeba_layout_fixture_with_corrupted_images(tmp_path, capsys):
+def test_celeba_layout_fixture_with_corrupted_images(tmp_path, caplog):
     write_celeba(tmp_path)
     real = load_real(celeba_cfg(tmp_path).data)
     assert real.images.shape[1:] == (3, 16, 16) and real.skipped == 2
-    assert "skipped 2" in capsys.readouterr().err
+    assert "skipped 2" in caplog.text
     with pytest.raises(DataSourceError, match="no attribute 'Eyeglasses'; available: .*Wearing_Hat"):
         load_real(celeba_cfg(tmp_path, "data.concepts={Male: {}, Eyeglasses: {}}").data)
 

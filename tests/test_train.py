@@ -65,13 +65,13 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, micro, objective)
     assert steps == sorted(set(steps))  # no duplicated log lines after the resume
 
 
-def test_resume_falls_back_when_latest_state_is_corrupt(tmp_path, micro, capsys):
+def test_resume_falls_back_when_latest_state_is_corrupt(tmp_path, micro, caplog):
     with pytest.raises(Kill):
         train(micro, tmp_path / "r", progress=False, on_step=kill_at(11))
     latest = tmp_path / "r" / "resume.safetensors"
     latest.write_bytes(latest.read_bytes()[:100])
     train(micro, tmp_path / "r", resume=True, progress=False)
-    assert "resuming from the previous state" in capsys.readouterr().err
+    assert "resuming from the previous state" in caplog.text
     train(micro, tmp_path / "ref", progress=False)
     a, b = final_weights(tmp_path / "r"), final_weights(tmp_path / "ref")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -101,3 +101,19 @@ def test_cli_train_and_resume(tmp_path, capsys):
     assert "already holds a run" in capsys.readouterr().err
     assert main(["train", "--run-dir", str(run), "--resume"]) == 0
     assert main(["train", "--run-dir", str(tmp_path / "none"), "--resume"]) == 2
+
+
+def test_every_metrics_row_reaches_callbacks_and_tensorboard(tmp_path, micro):
+    pytest.importorskip("tensorboardX")
+    rows = []
+
+    class Collect:
+        def on_row(self, row):
+            rows.append(row)
+
+    cfg = micro.model_copy(update={"train": micro.train.model_copy(update={"tracking": ["tensorboard"]})})
+    train(cfg, tmp_path / "r", progress=False, callbacks=[Collect()])
+    logged = [json.loads(ln) for ln in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert rows == logged and any("val_loss" in r for r in rows)
+    events = list((tmp_path / "r" / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(events) == 1 and events[0].stat().st_size > 0

@@ -11,6 +11,7 @@ import numpy as np
 
 from .config import ExperimentConfig, load_config
 from .errors import ConceptspaceError
+from .logs import configure_logging
 from .rundir import RunDir, write_json
 
 
@@ -211,6 +212,8 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="conceptspace", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (debug)")
+    parser.add_argument("-q", "--quiet", action="count", default=0, help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("data", help="render a preview grid of every class and compute the concept signal")
@@ -291,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging(args.verbose - args.quiet)
     try:
         return args.func(args)
     except ConceptspaceError as exc:

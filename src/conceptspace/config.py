@@ -178,6 +178,8 @@ class TrainConfig(StrictModel):
     first_checkpoint: int = Field(50, ge=1)
     log_every: int = Field(50, ge=1)
     threads: int | None = Field(None, ge=1)  # torch threads; None = all cores
+    tracking: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list)  # metrics writers (tracking.py)
+    wandb_project: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 from pathlib import Path
 
 from .config import ExperimentConfig
 from .rundir import RunDir, read_json
+
+logger = logging.getLogger(__name__)
 
 
 def elicit_and_score(run_dir: Path, cfg: ExperimentConfig, tag: str = "default", force: bool = False) -> dict:
@@ -34,7 +36,7 @@ def run_pipeline(cfg: ExperimentConfig, run_dir: Path, resume: bool = False, ove
     torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)
     rd = RunDir(run_dir)
     if resume and rd.info.is_file() and read_json(rd.info).get("status") == "done":
-        print(f"{run_dir}: training already done; evaluating what is new", file=sys.stderr)
+        logger.info("%s: training already done; evaluating what is new", run_dir)
     else:
         # `run --resume` on a fresh directory simply starts: it makes `make demo` safe to repeat.
         train(cfg, run_dir, resume=resume and rd.config.is_file(), overwrite=overwrite)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import fcntl
 import itertools
 import json
+import logging
 import os
 import shutil
 import sys
@@ -35,7 +36,10 @@ import yaml
 
 from .config import ExperimentConfig, apply_overrides, config_from_dict, config_to_yaml
 from .errors import ConceptspaceError
+from .logs import ensure_logging
 from .rundir import RunDir, read_json, write_json, write_text
+
+logger = logging.getLogger(__name__)
 
 DONE, FAILED, LOCKED = "done", "failed", "locked"
 EXECUTORS = ("local", "slurm", "slurm-local", "dask")
@@ -143,6 +147,7 @@ def run_point(run_dir: str, config_yaml: str, threads: int = 1) -> dict:
     from .config import load_config
     from .pipeline import run_pipeline
 
+    ensure_logging()
     run_dir_p = Path(run_dir)
     rd = RunDir(run_dir_p)
     run_dir_p.mkdir(parents=True, exist_ok=True)
@@ -203,8 +208,8 @@ def execute(jobs: list[tuple[str, str]], executor: str, workers: int | None = No
         bar.update(1)
         bar.set_postfix_str(_summary(counts))
         if not sys.stderr.isatty():
-            print(f"[{len(results)}/{len(jobs)}] {res['status']}: {res['run']}"
-                  + (f" ({res['error']})" if res.get("error") else ""), file=sys.stderr)
+            logger.info("[%d/%d] %s: %s%s", len(results), len(jobs), res["status"], res["run"],
+                        f" ({res['error']})" if res.get("error") else "")
 
     if executor == "local":
         from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -288,7 +293,7 @@ def run_sweep(spec_path: str | Path, out: str | Path, executor: str | None = Non
         again = [i for i, r in enumerate(results) if r["status"] == FAILED]
         if not again:
             break
-        print(f"retrying {len(again)} failed point(s) (try {attempt + 2} of {retries + 1})", file=sys.stderr)
+        logger.info("retrying %d failed point(s) (try %d of %d)", len(again), attempt + 2, retries + 1)
         for i, r in zip(again, execute([jobs[i] for i in again], executor, workers, address, spec.get("slurm"),
                                        out / ".submitit", gpus)):
             results[i] = {**r, "tries": attempt + 2}

@@ -9,6 +9,7 @@ saved for an exact resume.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import shutil
@@ -39,6 +40,9 @@ from .model.checkpoints import (
 from .model.objectives import DDPMObjective, Objective, VDMObjective
 from .model.unet import ConditionalUNet
 from .rundir import RunDir, RunDirError, read_json, write_json, write_text  # noqa: F401  (RunDirError re-exported)
+from .tracking import build_callbacks, close, send
+
+logger = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------------------------------ building
 
@@ -176,7 +180,7 @@ def _load_resume_state(run_dir: Path, model, objective, opt) -> int:
         objective.load_state_dict(split_prefix(tensors, "objective"))
         optimizer_from_tensors(opt, tensors)
         if errors:
-            print(f"warning: {errors[0]}; resuming from the previous state (step {meta['step']})", file=sys.stderr)
+            logger.warning("%s; resuming from the previous state (step %s)", errors[0], meta["step"])
         return int(meta["step"])
     if not rd.resume.exists() and not rd.resume_prev.exists():
         return 0  # killed before its first checkpoint: start over
@@ -199,10 +203,12 @@ def train(
     overwrite: bool = False,
     progress: bool | None = None,
     on_step: Callable[[int], None] | None = None,
+    callbacks: list | None = None,
 ) -> Path:
     """Train a run to `cfg.train.steps`; returns the run directory.
 
-    `on_step(step)` is called after every optimizer step (tests use it to simulate a kill).
+    `on_step(step)` is called after every optimizer step (tests use it to simulate a kill); every logged metrics
+    row goes to `callbacks` (objects with `on_row(row)`) and to the writers of `cfg.train.tracking`.
     """
     run_dir = Path(run_dir)
     cfg = _prepare_run_dir(cfg, run_dir, resume, overwrite)
@@ -221,6 +227,7 @@ def train(
     metrics_path = rd.log
     _truncate_metrics(metrics_path, start)
 
+    callbacks = list(callbacks or []) + build_callbacks(cfg, run_dir)
     info = {"seed": cfg.seed, "status": "running", "step": start, "steps": t.steps, "versions": versions(),
             "command": sys.argv, "device": str(device), "pid": os.getpid(), "started": time.time()}
     write_json(rd.info, info)
@@ -269,9 +276,10 @@ def train(
                         _save_checkpoint(run_dir, cfg, step, model, objective, opt)
                         row["checkpoint"] = rd.checkpoint(step).name
                         if not show:
-                            print(f"step {step}/{t.steps}  loss {row['loss']:.4g}  val {row['val_loss']:.4g}  "
-                                  f"{row['steps_per_s']:.1f} steps/s", file=sys.stderr)
+                            logger.info("step %d/%d  loss %.4g  val %.4g  %.1f steps/s", step, t.steps, row["loss"],
+                                        row["val_loss"], row["steps_per_s"])
                     log.write(json.dumps(row) + "\n")
+                    send(callbacks, row)
                     bar.set_postfix(loss=f"{row['loss']:.4g}")
     except BaseException:
         info.update(status="failed" if not isinstance(sys.exc_info()[1], KeyboardInterrupt) else "interrupted")
@@ -279,6 +287,7 @@ def train(
         raise
     finally:
         bar.close()
+        close(callbacks)
     info.update(status="done", step=t.steps, finished=time.time())
     write_json(rd.info, info)
     return run_dir

@@ -18,7 +18,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
-import sys
+import logging
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -27,6 +27,8 @@ import numpy as np
 
 from ..data.concepts import ConceptSpace
 from ..errors import ConceptspaceError
+
+logger = logging.getLogger(__name__)
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
@@ -181,7 +183,7 @@ def _from_files(space: ConceptSpace, real, size: int, rng, files: list[str], lab
         images.append(img)
         keep.append(i)
     if skipped:
-        print(f"warning: skipped {skipped} unreadable images or rows", file=sys.stderr)
+        logger.warning("skipped %d unreadable images or rows", skipped)
     if not images:
         raise DataSourceError(f"{folder}: none of the selected images could be read")
     out = LabelledImages(np.stack(images), labels[np.array(keep)], skipped)

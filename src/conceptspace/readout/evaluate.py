@@ -20,6 +20,7 @@ other settings needs another --tag (or --force to replace).
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -36,6 +37,8 @@ from ..model.samplers import sample
 from ..readout.probe import AnalyticProbe, check_probe_space, get_probe, has_object
 from ..rundir import RunDir, RunDirError, load_npz, read_json, save_npz, write_json
 from ..train import load_checkpoint, read_run_info
+
+logger = logging.getLogger(__name__)
 
 N_SHOW = 8  # generations kept as images per class and checkpoint
 EVAL_FORMAT = 2  # bump when the arrays change (2: has_object, probe_checksum); older files need --force or --tag
@@ -96,11 +99,13 @@ def over_new_checkpoints(run_dir: Path, path: Path, arrays: dict[str, np.ndarray
     done = set(arrays.get("steps", np.array([], dtype=np.int64)).tolist())
     todo = [(s, p) for s, p in list_checkpoints(run_dir) if s not in done]
     show = sys.stderr.isatty() if progress is None else progress
-    for step, ckpt in tqdm(todo, disable=not show, desc=desc):
+    for i, (step, ckpt) in enumerate(tqdm(todo, disable=not show, desc=desc)):
+        if not show:  # progress visible in logs when not on a terminal
+            logger.info("%s: checkpoint %d of %d (step %d)", desc, i + 1, len(todo), step)
         try:
             _, model, objective, _ = load_checkpoint(ckpt)
         except CheckpointError as exc:
-            print(f"warning: skipping {exc}", file=sys.stderr)
+            logger.warning("skipping %s", exc)
             continue
         new = {"steps": np.array([step]), **per_checkpoint(model, objective)}
         if arrays:
@@ -127,8 +132,8 @@ def evaluate_run(run_dir: str | Path, cfg: ExperimentConfig | None = None, tag: 
     if not ckpts:
         raise RunDirError(f"{run_dir}: no checkpoints yet (status: {info.get('status')}); train first")
     if info.get("status") == "running":
-        print(f"note: {run_dir} is still training; evaluating the {len(ckpts)} checkpoints present "
-              "(run evaluate again to catch up)", file=sys.stderr)
+        logger.info("note: %s is still training; evaluating the %d checkpoints present (run evaluate again to "
+                    "catch up)", run_dir, len(ckpts))
     path = RunDir(run_dir, tag).concept_probs
     arrays = open_eval_file(path, eval_settings(cfg), force)
     space = ConceptSpace.from_config(cfg.data)

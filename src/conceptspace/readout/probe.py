@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -31,6 +32,8 @@ from ..data.concepts import ConceptSpace, ConceptValues, sample_values
 from ..data.render import render_space
 from ..errors import ConceptspaceError
 from ..model.checkpoints import load_tensors, save_tensors
+
+logger = logging.getLogger(__name__)
 
 PROBE_FORMAT = 2  # bump when the probe's code changes what a cached probe means (2: one thread, deterministic)
 PROBE_THREADS = 1  # probe training always runs on this many threads, so its weights do not depend on the machine
@@ -283,7 +286,11 @@ def train_probe(data: DataConfig, cfg: ProbeConfig, seed: int = 0, progress: boo
         net = ProbeNet([c.n_values for c in space.concepts], cfg.width)
         opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
         gen = torch.Generator().manual_seed(seed)
-        for _ in tqdm(range(cfg.steps), disable=not show, desc="probe"):
+        if not show:
+            logger.info("training the concept probe (%d steps, one thread; cached afterwards)", cfg.steps)
+        for i in tqdm(range(cfg.steps), disable=not show, desc="probe"):
+            if not show and i and i % max(cfg.steps // 5, 1) == 0:
+                logger.info("probe: step %d of %d", i, cfg.steps)
             idx = torch.randint(len(x_t), (cfg.batch_size,), generator=gen)
             logits = net(x_t[idx])
             loss = sum(nn.functional.cross_entropy(lg, y_t[idx, j]) for j, lg in enumerate(logits))
