@@ -63,6 +63,12 @@ def test_evaluate_catches_up_and_refuses_other_settings(micro_run, capsys):
     assert main(["evaluate", str(micro_run), "--set", "probe.kind=analytic", "--set", "sampler.n_steps=5",
                  "--tag", "fast"]) == 0
     assert (micro_run / "eval" / "fast" / "concept_probs.npz").is_file()
+    # another evaluation keeps its own numbers: the default one's metrics.json is untouched
+    assert (micro_run / "eval" / "fast" / "metrics.json").is_file()
+    assert main(["report", str(micro_run), "--tag", "fast", "--set", "probe.kind=analytic",
+                 "--set", "sampler.n_steps=5"]) == 0
+    assert (micro_run / "eval" / "fast" / "report.html").is_file()
+    test_micro_run_metrics_are_unchanged(micro_run)
 
 
 def test_evaluate_bad_directories(tmp_path, capsys):
@@ -101,3 +107,26 @@ def test_run_object_reads_a_run_and_samples_as_its_evaluation_did(micro_run):
         run.model(step=123456)
     with pytest.raises(Exception, match="unknown elicitation"):
         run.sample(["11"], n=2, elicitation="telepathy")
+
+
+def _close(a, b, path="metrics"):
+    """Equal JSON trees, floats to 1e-6 (last bits may differ between processors), everything else exactly."""
+    if isinstance(a, dict):
+        assert set(a) == set(b), f"{path}: keys {sorted(set(a) ^ set(b))}"
+        for k in a:
+            _close(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _close(x, y, f"{path}[{i}]")
+    elif isinstance(a, float) or isinstance(b, float):
+        assert a == pytest.approx(b, rel=1e-6, abs=1e-9), path
+    else:
+        assert a == b, path
+
+
+def test_micro_run_metrics_are_unchanged(micro_run):
+    """The whole pipeline on the micro config gives the reference metrics (a refactor must not change results;
+    a deliberate change of a reading regenerates tests/golden/micro_analytic_metrics.json and says why)."""
+    golden = json.loads((ROOT / "tests" / "golden" / "micro_analytic_metrics.json").read_text())
+    _close(golden, json.loads((micro_run / "metrics.json").read_text()))

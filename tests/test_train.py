@@ -117,3 +117,20 @@ def test_every_metrics_row_reaches_callbacks_and_tensorboard(tmp_path, micro):
     assert rows == logged and any("val_loss" in r for r in rows)
     events = list((tmp_path / "r" / "tensorboard").glob("events.out.tfevents.*"))
     assert len(events) == 1 and events[0].stat().st_size > 0
+
+
+def test_device_names_are_checked_never_silently_replaced():
+    import torch
+
+    from conceptspace.errors import ConceptspaceError
+    from conceptspace.train import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        assert resolve_device("auto").type in ("cpu", "mps")
+        for name in ("cuda", "cuda:1"):
+            with pytest.raises(ConceptspaceError, match="no CUDA GPU"):
+                resolve_device(name)
+    with pytest.raises(ValueError, match="train.device"):
+        load_config("configs/micro.yaml", ["train.device=gpu"])
+    assert load_config("configs/micro.yaml", ["train.device=cuda:2"]).train.device == "cuda:2"

@@ -84,7 +84,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     cfg = _run_cfg(args)
     path = evaluate_run(args.run_dir, cfg, tag=args.tag, force=args.force)
     analyze_run(args.run_dir, cfg, tag=args.tag)
-    print(f"wrote {path} and {RunDir(args.run_dir).metrics}")
+    print(f"wrote {path} and {RunDir(args.run_dir, args.tag).metrics}")
     return 0
 
 
@@ -121,7 +121,7 @@ def cmd_elicit(args: argparse.Namespace) -> int:
     args.overrides = overrides
     cfg = _run_cfg(args)
     run_dir = Path(args.run_dir)
-    if not RunDir(run_dir).metrics.is_file():
+    if not RunDir(run_dir, args.tag).metrics.is_file():
         analyze_run(run_dir, cfg, tag=args.tag)
     metrics = elicit_and_score(run_dir, cfg, tag=args.tag, force=args.force)
     for held, e in metrics["elicitation"].items():
@@ -141,7 +141,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg = load_config(RunDir(run_dir).config, args.overrides)
     else:
         cfg = load_config(args.config, args.overrides)
-    report = run_pipeline(cfg, run_dir, resume=args.resume, overwrite=args.overwrite)
+    report = run_pipeline(cfg, run_dir, resume=args.resume, overwrite=args.overwrite, tag=args.tag)
     print(f"report: {report}")
     return 0
 
@@ -191,14 +191,14 @@ def cmd_toy_model(args: argparse.Namespace) -> int:
 def cmd_summary(args: argparse.Namespace) -> int:
     from .report.run_page import summary_table
 
-    print(summary_table(args.run_dirs))
+    print(summary_table(args.run_dirs, args.tag))
     if args.figure:
         from .report.plots import plot_elicitation_seeds
         from .rundir import RunDir, load_npz
 
         runs = {}
         for d in args.run_dirs:
-            path = RunDir(d).elicitation
+            path = RunDir(d, args.tag).elicitation
             if path.is_file():
                 e = load_npz(path)
                 runs[d] = {"steps": e["steps"], "methods": [str(m) for m in e["methods"]], "joint": e["joint"][:, :, 0],
@@ -235,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue a killed run (training or evaluation)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --run-dir")
+    p.add_argument("--tag", default="default", help="name of the evaluation (eval/<tag>/)")
     p.set_defaults(func=cmd_run)
 
     for name, func, text in [("evaluate", cmd_evaluate, "read every checkpoint's generations into concept space"),
@@ -283,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="a Markdown table of the key numbers of several runs (e.g. seeds)")
     p.add_argument("run_dirs", nargs="+", help="run directories with metrics.json")
     p.add_argument("--figure", default=None, help="also write the elicitation figure across these runs (PNG)")
+    p.add_argument("--tag", default="default", help="which evaluation of each run (eval/<tag>/)")
     p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("signal", help="print the concept signal of each concept")

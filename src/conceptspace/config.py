@@ -180,7 +180,9 @@ class TrainConfig(StrictModel):
     threads: int | None = Field(None, ge=1)  # torch threads; None = all cores
     tracking: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list)  # metrics writers (tracking.py)
     wandb_project: str | None = None
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # auto: a CUDA GPU if there is one, else Apple's mps, else the CPU; or cpu, cuda, cuda:N, mps. Training,
+    # evaluation, elicitation and the probe all run there.
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+|mps)$")
 
 
 class ProbeConfig(StrictModel):

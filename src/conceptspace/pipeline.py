@@ -18,12 +18,13 @@ def elicit_and_score(run_dir: Path, cfg: ExperimentConfig, tag: str = "default",
     from .readout.elicit import elicit_run
 
     if len(cfg.elicit.methods) == 0:
-        return RunDir(run_dir).read_metrics()
+        return RunDir(run_dir, tag).read_metrics()
     elicit_run(run_dir, cfg, tag=tag, force=force)
     return add_onsets_to_metrics(run_dir, cfg, tag=tag)
 
 
-def run_pipeline(cfg: ExperimentConfig, run_dir: Path, resume: bool = False, overwrite: bool = False) -> Path:
+def run_pipeline(cfg: ExperimentConfig, run_dir: Path, resume: bool = False, overwrite: bool = False,
+                 tag: str = "default") -> Path:
     """The main job: train, evaluate, analyse, elicit, plot and report; returns the report's path."""
     import torch
 
@@ -40,10 +41,10 @@ def run_pipeline(cfg: ExperimentConfig, run_dir: Path, resume: bool = False, ove
     else:
         # `run --resume` on a fresh directory simply starts: it makes `make demo` safe to repeat.
         train(cfg, run_dir, resume=resume and rd.config.is_file(), overwrite=overwrite)
-    evaluate_run(run_dir, cfg, force=overwrite)
-    analyze_run(run_dir, cfg)
-    metrics = elicit_and_score(run_dir, cfg, force=overwrite)
-    report = write_report(run_dir, cfg)
+    evaluate_run(run_dir, cfg, tag=tag, force=overwrite)
+    analyze_run(run_dir, cfg, tag=tag)
+    metrics = elicit_and_score(run_dir, cfg, tag=tag, force=overwrite)
+    report = write_report(run_dir, cfg, tag=tag)
     for line in reading(metrics):
         print(line)
     return report

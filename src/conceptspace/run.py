@@ -129,12 +129,12 @@ class Run:
         return step
 
     def model(self, step: int = -1):
-        """(denoiser, objective) at a checkpoint step (-1: the last), in eval mode on CPU; cached."""
-        from .train import load_checkpoint
+        """(denoiser, objective) at a checkpoint step (-1: the last), in eval mode on the run's device; cached."""
+        from .train import load_checkpoint, resolve_device
 
         step = self._step(step)
         if step not in self._models:
-            _, model, objective, _ = load_checkpoint(self.dir.checkpoint(step))
+            _, model, objective, _ = load_checkpoint(self.dir.checkpoint(step), resolve_device(self.config.train.device))
             self._models[step] = (model, objective)
         return self._models[step]
 
@@ -147,7 +147,8 @@ class Run:
         import torch
 
         from .data.prompts import class_prompts
-        from .readout.elicit import elicitation_batch, generate
+        from .readout.elicit import elicitation_batch
+        from .readout.evaluate import generate
 
         model, objective = self.model(step)
         cfg = self.config

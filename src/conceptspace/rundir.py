@@ -4,11 +4,12 @@
 config.yaml                               resolved config
 run.json                                  seed, versions, command, device, status
 metrics.jsonl                             training log, one row per logged step
-metrics.json                              analysis (merged by every stage that adds to it)
+metrics.json                              analysis of the default evaluation (merged by every stage that adds to it)
 checkpoints/step=000001234.safetensors    weights at each checkpoint
 resume.safetensors, resume.prev.safetensors
 eval/<tag>/concept_probs.npz (+ .settings.json), eval/<tag>/elicitation.npz (+ .settings.json)
-figures/, report.html
+figures/, report.html                     figures and report of the default evaluation
+eval/<tag>/metrics.json, eval/<tag>/figures/, eval/<tag>/report.html   the same for another evaluation (--tag)
 sweep_status.json, sweep_config.yaml      written when the run is a point of a sweep
 ```
 
@@ -117,12 +118,11 @@ class RunDir:
     config = property(lambda self: self.root / "config.yaml")
     info = property(lambda self: self.root / "run.json")
     log = property(lambda self: self.root / "metrics.jsonl")
-    metrics = property(lambda self: self.root / "metrics.json")
+
     checkpoints = property(lambda self: self.root / "checkpoints")
     resume = property(lambda self: self.root / "resume.safetensors")
     resume_prev = property(lambda self: self.root / "resume.prev.safetensors")
-    figures = property(lambda self: self.root / "figures")
-    report = property(lambda self: self.root / "report.html")
+
     sweep_status = property(lambda self: self.root / "sweep_status.json")
     sweep_config = property(lambda self: self.root / "sweep_config.yaml")
     lock = property(lambda self: self.root / ".lock")
@@ -133,6 +133,24 @@ class RunDir:
     @property
     def eval_dir(self) -> Path:
         return self.root / "eval" / self.tag
+
+    @property
+    def _analysis_dir(self) -> Path:
+        # The default evaluation's analysis sits at the top of the run; another tag's beside its arrays, so an
+        # evaluation with other settings never replaces the default one's numbers.
+        return self.root if self.tag == "default" else self.eval_dir
+
+    @property
+    def metrics(self) -> Path:
+        return self._analysis_dir / "metrics.json"
+
+    @property
+    def figures(self) -> Path:
+        return self._analysis_dir / "figures"
+
+    @property
+    def report(self) -> Path:
+        return self._analysis_dir / "report.html"
 
     @property
     def concept_probs(self) -> Path:

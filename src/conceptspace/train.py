@@ -69,9 +69,19 @@ def build_objective(cfg: ExperimentConfig) -> Objective:
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConceptspaceError("train.device=cuda but no CUDA GPU is available (use auto or cpu)")
-    return torch.device("cuda" if name in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+    """train.device -> a torch device; asking for a device that is not there is an error, never a fallback."""
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConceptspaceError(f"train.device={name} but no CUDA GPU is available (use auto or cpu)")
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ConceptspaceError(f"train.device={name}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    if name == "mps" and not mps:
+        raise ConceptspaceError("train.device=mps but Apple's mps backend is not available (use auto or cpu)")
+    return torch.device(name)
 
 
 def versions() -> dict[str, str]:

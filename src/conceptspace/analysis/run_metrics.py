@@ -59,7 +59,7 @@ def trajectory_arrays(cfg: ExperimentConfig, arrays: dict[str, np.ndarray]) -> t
 def analyze_run(run_dir: str | Path, cfg: ExperimentConfig, tag: str = "default") -> dict:
     """Compute and write `metrics.json` in the run directory (merged with what other steps wrote there)."""
     rd = RunDir(run_dir, tag)
-    return rd.update_metrics(run_metrics(cfg, load_npz(rd.concept_probs)))
+    return rd.update_metrics(run_metrics(cfg, load_npz(rd.trajectory_source)))
 
 
 def add_onsets_to_metrics(run_dir: str | Path, cfg: ExperimentConfig, tag: str = "default") -> dict:

@@ -31,7 +31,6 @@ from ..config import ExperimentConfig
 from ..data.concepts import ConceptSpace
 from ..data.prompts import class_prompts
 from ..model.checkpoints import list_checkpoints
-from ..model.samplers import sample
 from ..readout.elicitation import (
     PROMPT_METHODS,
     Elicitation,
@@ -46,6 +45,7 @@ from ..readout.elicitation import (
 )
 from ..readout.evaluate import (
     EVAL_FORMAT,
+    generate,
     object_mask,
     open_eval_file,
     over_new_checkpoints,
@@ -53,7 +53,7 @@ from ..readout.evaluate import (
 )
 from ..readout.probe import check_probe_space, get_probe
 from ..rundir import RunDir, RunDirError
-from ..train import load_checkpoint, read_run_info
+from ..train import load_checkpoint, read_run_info, resolve_device
 
 # Elicit settings that only the analysis reads: changing them re-reads the arrays, it does not regenerate them.
 ANALYSIS_SETTINGS = {"threshold", "run_length", "allowed_dip", "lead_fraction", "control_threshold"}
@@ -74,21 +74,6 @@ def _latent_site(cfg: ExperimentConfig) -> str:
     if at == "shared" and cfg.model.conditioning == "sep_mlp":
         raise ElicitationError("elicit.latent_at=shared needs a model with a shared embedding (common_linear)")
     return "hook_embed" if at == "shared" else "*.hook_cond"
-
-
-def generate(model, objective, cfg: ExperimentConfig, prompts: torch.Tensor, guidance: float,
-             shared: int | None, hooks: list, noise: int = 0) -> np.ndarray:
-    """Images [N, 3, H, W] in [0, 1] for prompts [N, D] with the run's sampler settings and evaluation seed (+ noise),
-    under `hooks` (rows of a latent hook need one forward pass: no chunking then)."""
-    s, size = cfg.sampler, cfg.data.image_size
-    gen = torch.Generator().manual_seed(cfg.eval.seed + noise)
-    # A latent hook holds one row of parameters per prompt, so every prompt must be in the same forward pass.
-    batch_size = len(prompts) if hooks else cfg.eval.batch_size
-    with model.hooks(hooks):
-        x = sample(model, objective, prompts, shape=(3, size, size), n_steps=s.n_steps, method=s.method, eta=s.eta,
-                   guidance_scale=guidance, generator=gen, batch_size=batch_size, shared_noise=shared,
-                   clip_x0=s.clip_x0)
-    return x.clamp(0, 1).numpy()
 
 
 def elicitation_batch(model, cfg: ExperimentConfig, space: ConceptSpace, held_names: list[str], name: str,
@@ -179,7 +164,8 @@ def elicit_run(run_dir: str | Path, cfg: ExperimentConfig, tag: str = "default",
                 "sampler": cfg.sampler.model_dump(mode="json"), "format": EVAL_FORMAT,
                 "probe": cfg.probe.model_dump(mode="json", exclude={"cache_dir"}), "seed": cfg.eval.seed}
     arrays = open_eval_file(path, settings, force)
-    probe = get_probe(cfg, progress)
+    device = resolve_device(cfg.train.device)
+    probe = get_probe(cfg, progress).to(device)
     check_probe_space(probe, space)
     donors = {}
     steps_all = [s for s, _ in ckpts]
@@ -189,7 +175,7 @@ def elicit_run(run_dir: str | Path, cfg: ExperimentConfig, tag: str = "default",
             match = [p for s, p in ckpts if s == step]
             if not match:
                 raise ElicitationError(f"patch donor step {step} is not a checkpoint (have {steps_all})")
-            donors[e.donor] = load_checkpoint(match[0])[1]
+            donors[e.donor] = load_checkpoint(match[0], device)[1]
 
     def read(model, objective) -> dict[str, np.ndarray]:
         probs, found = elicit_checkpoint(model, objective, cfg, space, probe, elicitations, donors)  # [E, H, S, ...]
@@ -202,5 +188,5 @@ def elicit_run(run_dir: str | Path, cfg: ExperimentConfig, tag: str = "default",
     static = {"names": np.array([e.name for e in elicitations]), "methods": np.array([e.method for e in elicitations]),
               "concepts": np.array([e.concept or "" for e in elicitations]),
               "held_out": np.array(space.held_out), "probe_checksum": np.array(probe.checksum)}
-    over_new_checkpoints(run_dir, path, arrays, read, static, "elicit", progress)
+    over_new_checkpoints(run_dir, path, arrays, read, static, "elicit", progress, device)
     return path

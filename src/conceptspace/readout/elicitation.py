@@ -159,11 +159,12 @@ def prompt_embeddings(model, prompts: np.ndarray, at: str) -> dict[str, torch.Te
 
     The conditioning path depends on the prompt only (not on the image or the time), so one forward pass at x = 0,
     t = 0 reads it."""
-    h = torch.from_numpy(np.asarray(prompts, dtype=np.float32))
-    x = torch.zeros(len(h), model.in_channels, model.image_size, model.image_size)
+    device = next(model.parameters()).device
+    h = torch.from_numpy(np.asarray(prompts, dtype=np.float32)).to(device)
+    x = torch.zeros(len(h), model.in_channels, model.image_size, model.image_size, device=device)
     with torch.no_grad():
-        _, cache = model.run_with_cache(x, torch.zeros(len(h)), h, names=at)
-    return cache
+        _, cache = model.run_with_cache(x, torch.zeros(len(h), device=device), h, names=at)
+    return {k: v.cpu() for k, v in cache.items()}
 
 
 def _unit(v: torch.Tensor) -> torch.Tensor:
@@ -227,10 +228,11 @@ def latent_hook(rows: LatentRows):
         if reps < 1 or e.shape[0] % rows.alpha.shape[0]:
             raise ValueError(f"latent hook: {e.shape[0]} rows for {rows.alpha.shape[0]} row parameters (the batch "
                              "must not be split into chunks)")
-        alpha, beta = rows.alpha.repeat(reps, 1), rows.beta.repeat(reps, 1)
-        b = rows.boost[name].repeat(reps, 1)  # [B, C]
+        dev = e.device
+        alpha, beta = rows.alpha.to(dev).repeat(reps, 1), rows.beta.to(dev).repeat(reps, 1)
+        b = rows.boost[name].to(dev).repeat(reps, 1)  # [B, C]
         v = e + alpha * (e * b).sum(-1, keepdim=True) * b
-        comp = rows.compete[name].repeat(reps, 1, 1)  # [B, M, C]
+        comp = rows.compete[name].to(dev).repeat(reps, 1, 1)  # [B, M, C]
         for m in range(comp.shape[1]):
             lvec = comp[:, m]
             v = v - beta * (v * lvec).sum(-1, keepdim=True) * lvec

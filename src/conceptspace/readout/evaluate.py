@@ -61,16 +61,22 @@ def pad_probs(per_concept: list[np.ndarray]) -> np.ndarray:
 
 
 @torch.no_grad()
-def generate_and_read(model, objective, cfg: ExperimentConfig, space: ConceptSpace, probes: list,
-                      prompts: torch.Tensor) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Generate one image per prompt (fixed initial noise) and read it with every probe."""
-    s = cfg.sampler
-    gen = torch.Generator().manual_seed(cfg.eval.seed)
-    size = cfg.data.image_size
-    x = sample(model, objective, prompts, shape=(3, size, size), n_steps=s.n_steps, method=s.method, eta=s.eta,
-               guidance_scale=s.guidance_scale, generator=gen, batch_size=cfg.eval.batch_size, clip_x0=s.clip_x0)
-    images = x.clamp(0, 1).numpy()  # [N, 3, H, W]; G's images live in [0, 1], so the probe reads clipped ones
-    return images, [pad_probs(p.predict_proba(images)) for p in probes]
+def generate(model, objective, cfg: ExperimentConfig, prompts: torch.Tensor, guidance: float | None = None,
+             shared: int | None = None, hooks: list | None = None, noise: int = 0) -> np.ndarray:
+    """Images [N, 3, H, W] in [0, 1] (G's range, so probes read clipped images) for prompts [N, D], with the run's
+    sampler settings and initial noise seeded by eval.seed + noise, on the model's device, under `hooks`.
+
+    The noise is drawn on the CPU and moved, so a GPU run starts from the same noise as a CPU one. A latent hook
+    holds one row of parameters per prompt, so with hooks every prompt goes through one forward pass."""
+    s, size = cfg.sampler, cfg.data.image_size
+    device = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(cfg.eval.seed + noise)
+    with model.hooks(hooks or []):
+        x = sample(model, objective, prompts.to(device), shape=(3, size, size), n_steps=s.n_steps, method=s.method,
+                   eta=s.eta, guidance_scale=s.guidance_scale if guidance is None else guidance, generator=gen,
+                   batch_size=len(prompts) if hooks else cfg.eval.batch_size, shared_noise=shared,
+                   clip_x0=s.clip_x0)
+    return x.clamp(0, 1).cpu().numpy()
 
 
 def object_mask(images: np.ndarray, space: ConceptSpace) -> np.ndarray:
@@ -93,7 +99,7 @@ def open_eval_file(path: Path, settings: dict, force: bool) -> dict[str, np.ndar
 
 
 def over_new_checkpoints(run_dir: Path, path: Path, arrays: dict[str, np.ndarray], per_checkpoint, static: dict,
-                         desc: str, progress: bool | None) -> dict[str, np.ndarray]:
+                         desc: str, progress: bool | None, device: str | torch.device = "cpu") -> dict[str, np.ndarray]:
     """Call `per_checkpoint(model, objective) -> {name: [1, ...] array}` on every checkpoint missing from `arrays`,
     merge by step and rewrite `path` atomically after each one (an interrupted evaluation keeps its work)."""
     done = set(arrays.get("steps", np.array([], dtype=np.int64)).tolist())
@@ -103,7 +109,7 @@ def over_new_checkpoints(run_dir: Path, path: Path, arrays: dict[str, np.ndarray
         if not show:  # progress visible in logs when not on a terminal
             logger.info("%s: checkpoint %d of %d (step %d)", desc, i + 1, len(todo), step)
         try:
-            _, model, objective, _ = load_checkpoint(ckpt)
+            _, model, objective, _ = load_checkpoint(ckpt, device)
         except CheckpointError as exc:
             logger.warning("skipping %s", exc)
             continue
@@ -123,7 +129,7 @@ def over_new_checkpoints(run_dir: Path, path: Path, arrays: dict[str, np.ndarray
 def evaluate_run(run_dir: str | Path, cfg: ExperimentConfig | None = None, tag: str = "default",
                  force: bool = False, progress: bool | None = None) -> Path:
     """Evaluate every (new) checkpoint of a run; returns the path of the arrays file."""
-    from ..train import load_run_config
+    from ..train import load_run_config, resolve_device
 
     run_dir = Path(run_dir)
     info = read_run_info(run_dir)
@@ -137,7 +143,8 @@ def evaluate_run(run_dir: str | Path, cfg: ExperimentConfig | None = None, tag: 
     path = RunDir(run_dir, tag).concept_probs
     arrays = open_eval_file(path, eval_settings(cfg), force)
     space = ConceptSpace.from_config(cfg.data)
-    probe = get_probe(cfg, progress)
+    device = resolve_device(cfg.train.device)
+    probe = get_probe(cfg, progress).to(device)
     check_probe_space(probe, space)
     # The analytic probe inverts G: a cross-check for synthetic data only.
     analytic = None if space.is_real else probe if isinstance(probe, AnalyticProbe) else AnalyticProbe.calibrate(space)
@@ -146,8 +153,8 @@ def evaluate_run(run_dir: str | Path, cfg: ExperimentConfig | None = None, tag: 
     prompts = torch.from_numpy(np.repeat(class_prompts(space, names), n, axis=0))  # [P * S, D]
 
     def read(model, objective) -> dict[str, np.ndarray]:
-        images, read_by = generate_and_read(model, objective, cfg, space, [p for p in (probe, analytic) if p], prompts)
-        probs = read_by[0].reshape(1, P, n, C, -1)
+        images = generate(model, objective, cfg, prompts)
+        probs = pad_probs(probe.predict_proba(images)).reshape(1, P, n, C, -1)
         out = {
             "probs": probs,
             "preds": probs.argmax(-1).astype(np.int8),
@@ -155,10 +162,10 @@ def evaluate_run(run_dir: str | Path, cfg: ExperimentConfig | None = None, tag: 
             "has_object": object_mask(images, space).reshape(1, P, n),
         }
         if analytic is not None:
-            out["analytic_probs"] = read_by[1].reshape(1, P, n, C, -1)
+            out["analytic_probs"] = pad_probs(analytic.predict_proba(images)).reshape(1, P, n, C, -1)
         return out
 
     static = {"classes": np.array(names), "held_out": np.array([nm in space.held_out for nm in names]),
               "probe_checksum": np.array(probe.checksum)}
-    over_new_checkpoints(run_dir, path, arrays, read, static, "evaluate", progress)
+    over_new_checkpoints(run_dir, path, arrays, read, static, "evaluate", progress, device)
     return path

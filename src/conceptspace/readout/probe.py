@@ -113,6 +113,10 @@ class AnalyticProbe:
 
     checksum = "analytic"  # deterministic and untrained: nothing to check
 
+    def to(self, device) -> "AnalyticProbe":
+        """Numpy on the CPU whatever the run's device."""
+        return self
+
     def predict_proba(self, images: np.ndarray) -> list[np.ndarray]:
         feats = image_features(images)
         out = []
@@ -237,12 +241,18 @@ class LearnedProbe:
         """Checksum of the weights: two machines that read with the same probe print the same one."""
         return weights_checksum(self.net)
 
+    def to(self, device: str | torch.device) -> "LearnedProbe":
+        """Read on `device` (the run's); results come back as numpy arrays either way."""
+        self.net.to(device)
+        return self
+
     @torch.no_grad()
     def predict_proba(self, images: np.ndarray | torch.Tensor, batch_size: int = 1024) -> list[np.ndarray]:
+        device = next(self.net.parameters()).device
         x = torch.as_tensor(np.asarray(images, dtype=np.float32)).clamp(0, 1)
         self.net.eval()
-        parts = [self.net(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
-        return [torch.cat([p[j] for p in parts]).softmax(1).numpy() for j in range(len(self.space.concepts))]
+        parts = [self.net(x[i:i + batch_size].to(device)) for i in range(0, len(x), batch_size)]
+        return [torch.cat([p[j] for p in parts]).softmax(1).cpu().numpy() for j in range(len(self.space.concepts))]
 
 
 def _accuracy(net: ProbeNet, space: ConceptSpace, x: np.ndarray, y: np.ndarray) -> dict[str, float]:

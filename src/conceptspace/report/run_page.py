@@ -193,13 +193,13 @@ def write_report(run_dir: str | Path, cfg: ExperimentConfig, tag: str = "default
     return write_text(rd.report, page)
 
 
-def summary_table(run_dirs: list[str]) -> str:
+def summary_table(run_dirs: list[str], tag: str = "default") -> str:
     """A Markdown table of the key numbers of several runs (e.g. seeds), from their metrics.json."""
     head = ("| run | held-out | learned at (held-out) | final accuracy | memorised toward | turn step (angle) | "
             "held onsets | gap vs best-of-k naive | hidden capability |\n|---|---|---|---|---|---|---|---|---|")
     rows = [head]
     for d in run_dirs:
-        m = RunDir(d).read_metrics()
+        m = RunDir(d, tag).read_metrics()
         for name, c in m["classes"].items():
             if not c["held_out"]:
                 continue
