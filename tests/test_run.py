@@ -130,3 +130,15 @@ def test_micro_run_metrics_are_unchanged(micro_run):
     a deliberate change of a reading regenerates tests/golden/micro_analytic_metrics.json and says why)."""
     golden = json.loads((ROOT / "tests" / "golden" / "micro_analytic_metrics.json").read_text())
     _close(golden, json.loads((micro_run / "metrics.json").read_text()))
+
+
+def test_report_draws_and_analyze_recomputes(micro_run):
+    path = micro_run / "metrics.json"
+    m = json.loads(path.read_text())
+    m["drawing_step"], keep = -1, m["drawing_step"]
+    path.write_text(json.dumps(m))
+    assert main(["report", str(micro_run)]) == 0
+    assert json.loads(path.read_text())["drawing_step"] == -1  # report drew from the numbers, it did not redo them
+    assert main(["analyze", str(micro_run)]) == 0
+    assert json.loads(path.read_text())["drawing_step"] == keep
+    test_micro_run_metrics_are_unchanged(micro_run)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conceptspace.analysis.sweep import order_grid, speed_vs_signal
+from conceptspace.analysis.sweep import analyze_sweep, order_grid, speed_vs_signal
 from conceptspace.cli import main
 from conceptspace.report.sweep_page import sweep_report
 from conceptspace.sweeps import SweepError, expand, load_spec, point_name, run_sweep
@@ -157,7 +157,7 @@ def test_sweep_report_on_a_micro_sweep(tmp_path):
         run_sweep(path, tmp_path / "x", executor="local")  # 0.9 is impossible: fails before anything runs
     path = write_spec(tmp_path, {"data.concepts.color.sep": [0.3, 0.6]})
     run_sweep(path, tmp_path / "out", executor="local", workers=2)
-    report = sweep_report(tmp_path / "out")
+    report = sweep_report(analyze_sweep(tmp_path / "out"))
     m = json.loads((tmp_path / "out" / "sweep_metrics.json").read_text())
     assert set(m["speed_vs_signal"]) == {"color", "size"}
     assert all(len(p) == 2 for p in m["speed_vs_signal"]["color"]["points"])
@@ -190,7 +190,7 @@ def test_sweep_report_on_a_micro_masking_sweep(tmp_path):
     path = tmp_path / "masking.yaml"
     path.write_text(yaml.safe_dump(spec))
     run_sweep(path, tmp_path / "out", executor="local", workers=2)
-    page = sweep_report(tmp_path / "out").read_text()
+    page = sweep_report(analyze_sweep(tmp_path / "out")).read_text()
     m = json.loads((tmp_path / "out" / "sweep_metrics.json").read_text())["masking"]
     assert set(m["final_p_blue"]) == {"0", "1"} and set(m["learning_step"]["1"]) == {"color", "shape"}
     assert all(v is None or len(v) == 3 for v in m["final_object_rgb"].values())

@@ -88,24 +88,44 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    from .analysis.run_metrics import analyze_run
-    from .report.run_page import write_report
-
+def _is_sweep(args: argparse.Namespace) -> bool:
     if (Path(args.run_dir) / "sweep.json").is_file():
-        from .report.sweep_page import sweep_report
-
-        path = sweep_report(args.run_dir, pool=args.pool, out=args.out)
-        print(f"wrote {path} and {path.parent / 'sweep_metrics.json'}")
-        return 0
+        return True
     if args.pool or args.out:
         raise ConceptspaceError(f"{args.run_dir}: --pool and --out apply to sweep directories (no sweep.json here)")
-    cfg = _run_cfg(args)
-    analyze_run(args.run_dir, cfg, tag=args.tag)
-    if RunDir(args.run_dir, args.tag).elicitation.is_file():
-        from .analysis.run_metrics import add_onsets_to_metrics
+    return False
 
-        add_onsets_to_metrics(args.run_dir, cfg, tag=args.tag)  # onsets relative to the recomputed turn
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    if _is_sweep(args):
+        from .analysis.sweep import analyze_sweep
+
+        print(f"wrote {analyze_sweep(args.run_dir, pool=args.pool, out=args.out) / 'sweep_metrics.json'}")
+        return 0
+    from .analysis.run_metrics import analyze_run_dir
+
+    analyze_run_dir(args.run_dir, _run_cfg(args), tag=args.tag)
+    print(f"wrote {RunDir(args.run_dir, args.tag).metrics}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    if _is_sweep(args):
+        from .analysis.sweep import analyze_sweep
+        from .report.sweep_page import sweep_report
+
+        out = Path(args.out) if args.out else Path(args.run_dir)
+        if args.pool or not (out / "sweep_metrics.json").is_file():
+            analyze_sweep(args.run_dir, pool=args.pool, out=args.out)
+        print(f"wrote {sweep_report(out)}")
+        return 0
+    from .report.run_page import write_report
+
+    cfg = _run_cfg(args)
+    if not RunDir(args.run_dir, args.tag).metrics.is_file():
+        from .analysis.run_metrics import analyze_run_dir
+
+        analyze_run_dir(args.run_dir, cfg, tag=args.tag)
     print(f"wrote {write_report(args.run_dir, cfg, tag=args.tag)}")
     return 0
 
@@ -161,9 +181,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     for r in failed:
         print(f"  failed: {r['run']}: {r['error']}")
     if counts["done"]:
+        from .analysis.sweep import analyze_sweep
         from .report.sweep_page import sweep_report
 
-        print(f"report: {sweep_report(args.out)}")
+        print(f"report: {sweep_report(analyze_sweep(args.out))}")
     return 1 if failed else 0
 
 
@@ -239,7 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     for name, func, text in [("evaluate", cmd_evaluate, "read every checkpoint's generations into concept space"),
-                             ("report", cmd_report, "write report.html of a run, or sweep_report.html of a sweep")]:
+                             ("analyze", cmd_analyze, "recompute metrics.json of a run (or sweep_metrics.json of a "
+                                                      "sweep) from its arrays"),
+                             ("report", cmd_report, "draw report.html of a run, or sweep_report.html of a sweep "
+                                                    "(computing the numbers only when they are missing)")]:
         p = sub.add_parser(name, help=text)
         p.add_argument("run_dir", help="a run directory made by `conceptspace train` or `run`")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

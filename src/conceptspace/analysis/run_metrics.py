@@ -77,3 +77,12 @@ def add_onsets_to_metrics(run_dir: str | Path, cfg: ExperimentConfig, tag: str =
             e["turn_distance_checkpoints"] = {m: (steps.index(s) - steps.index(turn) if s is not None else None)
                                               for m, s in e["onset_step"].items()}
     return rd.update_metrics({"elicitation": onsets})
+
+
+def analyze_run_dir(run_dir: str | Path, cfg: ExperimentConfig, tag: str = "default") -> dict:
+    """Recompute every number of a run from its arrays: the trajectory analysis, then (when the run was elicited)
+    the elicitation readings, which depend on it (drawing step, turn). Returns metrics.json's content."""
+    metrics = analyze_run(run_dir, cfg, tag)
+    if RunDir(run_dir, tag).elicitation.is_file():
+        metrics = add_onsets_to_metrics(run_dir, cfg, tag)
+    return metrics

@@ -8,6 +8,7 @@ a concept never learned within a run is censored at the run's last step (`sweep_
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from scipy.stats import spearmanr
 
 from ..config import load_config
 from ..data.concepts import ConceptSpace
-from ..rundir import RunDir, load_npz, read_json
+from ..rundir import RunDir, load_npz, read_json, write_json
 from ..sweeps import SweepError, point_name
 from .capability import capability_summary
 from .masking import masking_metrics
@@ -279,3 +280,19 @@ def sweep_metrics(runs: list[dict]) -> dict:
     if capability:
         metrics["hidden_capability"] = capability
     return metrics
+
+
+def analyze_sweep(sweep_dir: str | Path, pool: Sequence[str | Path] = (), out: str | Path | None = None) -> Path:
+    """Write sweep_metrics.json for a sweep directory, or for it pooled with others (more seeds run later) into a
+    new directory `out`; returns the output directory."""
+    sources = [Path(sweep_dir), *map(Path, pool)]
+    if pool and out is None:
+        raise SweepError("a pooled report needs an output directory (--out), so no sweep's own report is replaced")
+    out_dir = Path(out) if out is not None else sources[0]
+    if pool and (out_dir / "sweep.json").is_file():
+        raise SweepError(f"{out_dir} is a sweep directory; write the pooled report to a new directory")
+    metrics = sweep_metrics(pooled_runs(sources))
+    metrics["sources"] = [str(d) for d in sources]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "sweep_metrics.json", metrics)
+    return out_dir

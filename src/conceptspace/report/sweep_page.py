@@ -1,5 +1,5 @@
-"""The sweep page: `sweep_report(sweep_dir)` writes `sweep_metrics.json` (computed by `analysis.sweep`) and a
-self-contained `sweep_report.html` with its figures (Kaplan-Meier curves, speed vs signal, learning order,
+"""The sweep page: `sweep_report(out_dir)` draws, from `sweep_metrics.json` (computed by `analysis.sweep`) and the
+runs it covers, a self-contained `sweep_report.html` with its figures (Kaplan-Meier curves, speed vs signal, learning order,
 held-out trajectories, learned vs distance, masking, hidden capabilities per run), each with its n.
 """
 
@@ -8,7 +8,6 @@ from __future__ import annotations
 import html
 import io
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -16,15 +15,14 @@ import numpy as np
 
 from ..analysis.capability import capability_sentences
 from ..analysis.sweep import (
+    analyze_sweep,
     class_speeds,
     format_interval,
     per_run_sentence,
     pooled_runs,
-    sweep_metrics,
 )
 from ..analysis.trajectories import mean_trajectory
-from ..rundir import write_json, write_text
-from ..sweeps import SweepError
+from ..rundir import read_json, write_text
 from .plots import concept_axes
 from .run_page import STYLE, _img
 from .sweep_figures import masking_figures, plot_capability_onsets
@@ -146,19 +144,16 @@ def plot_held_out_trajectories(runs: list[dict], concept: str, kinds: list[str])
     return fig
 
 
-def sweep_report(sweep_dir: str | Path, pool: Sequence[str | Path] = (), out: str | Path | None = None) -> Path:
-    """Write sweep_metrics.json and sweep_report.html for a sweep directory, or for it pooled with others into out."""
-    sources = [Path(sweep_dir), *map(Path, pool)]
-    if pool and out is None:
-        raise SweepError("a pooled report needs an output directory (--out), so no sweep's own report is replaced")
-    out_dir = Path(out) if out is not None else sources[0]
-    if pool and (out_dir / "sweep.json").is_file():
-        raise SweepError(f"{out_dir} is a sweep directory; write the pooled report to a new directory")
+def sweep_report(out_dir: str | Path) -> Path:
+    """Draw sweep_report.html from the sweep_metrics.json in `out_dir` (written by `analysis.sweep.analyze_sweep`;
+    computed first when absent) and the runs it was computed from."""
+    out_dir = Path(out_dir)
+    if not (out_dir / "sweep_metrics.json").is_file():
+        analyze_sweep(out_dir)
+    metrics = read_json(out_dir / "sweep_metrics.json")
+    sources = [Path(d) for d in metrics.get("sources", [out_dir])]
+    pool = sources[1:]
     runs = pooled_runs(sources)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    metrics = sweep_metrics(runs)
-    if pool:
-        metrics["pooled_from"] = [str(d) for d in sources]
     kinds, varied = metrics["concepts"], metrics["varied"]
     figs = {"learning speed vs concept signal": plot_speed(runs, kinds)}
     for kind in varied:
@@ -179,7 +174,6 @@ def sweep_report(sweep_dir: str | Path, pool: Sequence[str | Path] = (), out: st
         figs.update(masking_figures(runs, masking, kinds))
     if capability:
         figs["hidden capability: held onsets per run"] = plot_capability_onsets(capability)
-    write_json(out_dir / "sweep_metrics.json", metrics)
     body = [f"<h1>Sweep: {html.escape(out_dir.name)} ({len(runs)} finished runs)</h1>"]
     if pool:
         body.append(f"<p>Pooled from {html.escape(', '.join(map(str, sources)))}.</p>")
