@@ -70,3 +70,13 @@ def test_object_size_sets_the_radius_only_when_size_is_not_a_concept():
     assert (v.size == sized.concepts[1].means[1, 0]).all()
     with pytest.raises(ValueError, match="object_size"):
         load_config(None, ["data.object_size=0"])
+
+
+def test_one_table_of_concept_kinds():
+    from typing import get_args
+
+    from conceptspace.config import ConceptKind
+    from conceptspace.data.concepts import KINDS
+    from conceptspace.data.prompts import SLOT_ORDER
+
+    assert set(get_args(ConceptKind)) == set(KINDS) and SLOT_ORDER == tuple(KINDS)

@@ -8,6 +8,7 @@ Digits follow the order of `data.concepts` in the config.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -17,11 +18,30 @@ if TYPE_CHECKING:
     from ..config import DataConfig
 
 SHAPES = ("circle", "triangle", "square")
-# Dimensions of each concept's value (shape is categorical: an index into SHAPES).
-KIND_DIMS = {"shape": 1, "x": 1, "y": 1, "color": 3, "size": 1, "bg_color": 3}
-# Within-class half-range as a fraction of the gap between neighbouring values (paper: Δc/8, 3Δs/8, Δb/8).
-HALF_RANGE_FRACTION = {"shape": 0.0, "x": 1 / 8, "y": 1 / 8, "color": 1 / 8, "size": 3 / 8, "bg_color": 1 / 8}
-DEFAULT_SEP = {"x": 0.6, "y": 0.6, "color": 0.4, "size": 0.4, "bg_color": 0.4}
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What G knows about one kind of concept: the one table every stage reads."""
+
+    dims: int  # numbers per value (shape: one, an index into SHAPES; its prompt is one-hot over its values)
+    half_range_fraction: float  # within-class jitter as a fraction of the gap (paper: Δc/8, 3Δs/8, Δb/8)
+    default_sep: float | None  # separation when the config gives neither sep nor values (None: categorical)
+    ends: Callable[[float], tuple[list[float], list[float]]] | None  # (value 0, last value) from h = sep / 2
+    colour: bool = False  # an RGB value in [0, 1]; a single number means a gray level
+
+
+# In the order of the paper's conditioning vector [shape | x | y | color RGB | size | bg RGB].
+KINDS: dict[str, Kind] = {
+    "shape": Kind(1, 0.0, None, None),
+    "x": Kind(1, 1 / 8, 0.6, lambda h: ([-h], [h])),
+    "y": Kind(1, 1 / 8, 0.6, lambda h: ([-h], [h])),
+    "color": Kind(3, 1 / 8, 0.4, lambda h: ([0.5 + h, 0.5 - h, 0.5 - h], [0.5 - h, 0.5 - h, 0.5 + h]),
+                  colour=True),  # red -> blue
+    "size": Kind(1, 3 / 8, 0.4, lambda h: ([0.45 + h], [0.45 - h])),  # large -> small (radius, canvas [-1, 1])
+    "bg_color": Kind(3, 1 / 8, 0.4, lambda h: ([0.5 + h] * 3, [0.5 - h] * 3), colour=True),  # light -> dark
+}
+KIND_DIMS = {k: v.dims for k, v in KINDS.items()}
 # Values used when a kind is not a concept of the space (position and background are then nuisances).
 FIXED_COLOR = (0.8, 0.2, 0.2)
 POSITION_RANGE = 0.5  # nuisance position: uniform in [-0.5, 0.5]
@@ -70,14 +90,7 @@ class Concept:
 def _axis_means(kind: str, n: int, sep: float) -> np.ndarray:
     """The paper's parametrisation: n values spread evenly over a separation `sep`."""
     t = np.linspace(0.0, 1.0, n)[:, None]
-    h = sep / 2
-    ends = {
-        "color": ([0.5 + h, 0.5 - h, 0.5 - h], [0.5 - h, 0.5 - h, 0.5 + h]),  # red -> blue
-        "size": ([0.45 + h], [0.45 - h]),  # large -> small
-        "bg_color": ([0.5 + h] * 3, [0.5 - h] * 3),  # light -> dark
-        "x": ([-h], [h]),
-        "y": ([-h], [h]),
-    }[kind]
+    ends = KINDS[kind].ends(sep / 2)
     lo, hi = np.array(ends[0]), np.array(ends[1])
     return lo + t * (hi - lo)
 
@@ -93,7 +106,7 @@ def _explicit_means(kind: str, values: list, key: str) -> np.ndarray:
         arr = np.array([[v] if np.isscalar(v) else v for v in values], dtype=float)
     except (TypeError, ValueError):
         raise ValueError(f"{key}: values must be numbers or lists of {dims} numbers") from None
-    if kind in ("color", "bg_color") and arr.shape[1] == 1:
+    if KINDS[kind].colour and arr.shape[1] == 1:
         arr = np.repeat(arr, 3, axis=1)  # a single number is a gray level
     if arr.ndim != 2 or arr.shape[1] != dims:
         raise ValueError(f"{key}: each {kind} value needs {dims} number(s)")
@@ -109,7 +122,7 @@ def _check_concept(c: Concept, key: str, size_floor: float) -> None:
         return
     eps = 1e-9  # the paper's extreme setting (Δc = 0.8) touches 1.0 exactly; float error must not reject it
     leaves = (m - hr < -eps) | (m + hr > 1 + eps)
-    if c.kind in ("color", "bg_color") and leaves.any():
+    if KINDS[c.kind].colour and leaves.any():
         bad = int(np.argmax(leaves.any(axis=1)))
         raise ValueError(
             f"{key}: {c.kind} of value {bad} leaves [0, 1] (mean {np.round(m[bad], 4).tolist()} ± {hr:.4g})"
@@ -145,12 +158,12 @@ def _build_concept(kind: str, cc, key: str, size_floor: float) -> Concept:
             raise ValueError(f"{key}.n_values: at most {len(SHAPES)} shapes ({', '.join(SHAPES)})")
         means, gap = np.arange(cc.n_values, dtype=float)[:, None], 0.0
     else:
-        sep = DEFAULT_SEP[kind] if cc.sep is None else cc.sep
+        sep = KINDS[kind].default_sep if cc.sep is None else cc.sep
         if sep <= 0:
             raise ValueError(f"{key}.sep: must be > 0 (got {sep}; zero merges the classes, a negative value swaps them)")
         means = _axis_means(kind, cc.n_values, sep)
         gap = sep / (cc.n_values - 1)
-    hr = HALF_RANGE_FRACTION[kind] * gap if cc.half_range is None else cc.half_range
+    hr = KINDS[kind].half_range_fraction * gap if cc.half_range is None else cc.half_range
     concept = Concept(kind=kind, means=means, half_range=float(hr))
     _check_concept(concept, key, size_floor)
     return concept

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..data.concepts import ConceptSpace, ConceptValues, sample_values
+from .concepts import KINDS, ConceptSpace, ConceptValues, sample_values
 
-SLOT_ORDER = ("shape", "x", "y", "color", "size", "bg_color")
+SLOT_ORDER = tuple(KINDS)  # the paper's layout
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class PromptLayout:
                 start += c.n_values
             return cls(slices, start)
         n_shapes = space.concept("shape").n_values if "shape" in space.kinds else 2
-        widths = {"shape": n_shapes, "x": 1, "y": 1, "color": 3, "size": 1, "bg_color": 3}
+        widths = {k: n_shapes if k == "shape" else kind.dims for k, kind in KINDS.items()}
         slices, start = {}, 0
         for kind in SLOT_ORDER:
             slices[kind] = slice(start, start + widths[kind])
