@@ -19,9 +19,9 @@ ConceptKind = Literal["shape", "x", "y", "color", "size", "bg_color"]
 
 
 class StrictModel(BaseModel):
-    """Unknown keys are errors; configs are immutable once loaded."""
+    """Unknown keys are errors, NaN and infinity are no numbers; configs are immutable once loaded."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ConceptConfig(StrictModel):
@@ -172,6 +172,9 @@ class TrainConfig(StrictModel):
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(0.01, ge=0.0)
     grad_clip: float | None = Field(None, gt=0.0)  # the paper clips the global grad norm at 0.01
+    # Steps whose loss or gradient norm is not finite: skipped (no update) up to this many in a run, then training
+    # stops with an error; 0 stops at the first one.
+    max_nonfinite: int = Field(0, ge=0)
     n_checkpoints: int = Field(30, ge=1)
     # quadratic: the paper's sqrt-linspace (dense early); log: denser still; linear: even.
     checkpoint_spacing: Literal["quadratic", "log", "linear"] = "quadratic"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import platform
 import shutil
@@ -43,6 +44,10 @@ from .rundir import RunDir, RunDirError, read_json, write_json, write_text  # no
 from .tracking import build_callbacks, close, send
 
 logger = logging.getLogger(__name__)
+
+
+class TrainingDiverged(ConceptspaceError):
+    """The loss or gradient became NaN or infinite."""
 
 # ------------------------------------------------------------------------------------------ building
 
@@ -248,6 +253,7 @@ def train(
     bar = tqdm(total=t.steps, initial=start, disable=not show, desc="train", dynamic_ncols=True)
     model.train()
     tick, tick_step = time.perf_counter(), start
+    nonfinite = 0
     try:
         with open(metrics_path, "a", buffering=1) as log:
             for step in range(start + 1, t.steps + 1):
@@ -270,7 +276,19 @@ def train(
                 params = [p for g in opt.param_groups for p in g["params"]]
                 max_norm = t.grad_clip if t.grad_clip is not None else float("inf")
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-                opt.step()
+                if not (math.isfinite(float(parts["loss"].detach())) and math.isfinite(grad_norm)):
+                    nonfinite += 1
+                    if nonfinite > t.max_nonfinite:
+                        raise TrainingDiverged(
+                            f"{run_dir}: training diverged at step {step} (loss {float(parts['loss'].detach())}, "
+                            f"gradient norm {grad_norm}); the checkpoints before it are kept. Likely cause: the "
+                            f"learning rate (train.lr={t.lr}) or another setting is too large; lower it, set "
+                            f"train.grad_clip, or allow a few bad batches with train.max_nonfinite")
+                    logger.warning("step %d: non-finite loss or gradient (%d of %d allowed); batch skipped", step,
+                                   nonfinite, t.max_nonfinite)
+                    opt.zero_grad(set_to_none=True)
+                else:
+                    opt.step()
                 bar.update(1)
                 if on_step is not None:
                     on_step(step)
@@ -320,6 +338,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
                                                                                 Objective, int]:
     """(config, model, objective, step) from one checkpoint file; nothing is unpickled."""
     tensors, meta = load_tensors(path)
+    bad = [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise CheckpointError(f"{path}: non-finite weights ({bad[0]} and {len(bad) - 1} more): the run diverged; "
+                              "its readings would be meaningless")
     cfg = config_from_dict(meta["config"], str(path))
     model = build_model(cfg)
     objective = build_objective(cfg)
