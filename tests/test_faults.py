@@ -81,3 +81,72 @@ def test_evaluation_refuses_non_finite_checkpoints(tmp_path, capsys):
 
     with pytest.raises(CheckpointError, match="non-finite weights"):
         load_checkpoint(ckpt)
+
+
+def test_a_second_writer_is_refused_and_a_killed_holder_leaves_no_stale_lock(tmp_path, capsys):
+    import signal
+    import subprocess
+    import sys
+
+    run = tmp_path / "r"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\nfrom conceptspace.rundir import locked\n"
+        f"with locked({str(run)!r}):\n    print('held', flush=True)\n    time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(["train", "configs/micro.yaml", "--run-dir", str(run)]) == 2
+        err = capsys.readouterr().err
+        assert f"in use by pid {holder.pid} on " in err
+        assert not (run / "config.yaml").exists()  # nothing was written next to the other writer
+    finally:
+        holder.send_signal(signal.SIGKILL)  # killed while holding it: the kernel releases the lock
+        holder.wait()
+    assert main(["train", "configs/micro.yaml", "--run-dir", str(run)]) == 0
+
+
+def test_overwrite_is_a_fresh_run_and_keeps_user_files(tmp_path, capsys):
+    run = tmp_path / "r"
+    args = ["--set", "probe.kind=analytic", "--set", "elicit.methods=[naive]"]
+    assert main(["run", "configs/micro.yaml", "--run-dir", str(run), *args]) == 0
+    (run / "checkpoints" / "my_notes.txt").write_text("mine")
+    (run / "eval" / "default" / "plot.py").write_text("mine too")
+    old = json.loads((run / "metrics.json").read_text())
+    assert main(["train", "configs/micro.yaml", "--run-dir", str(run), "--overwrite", "--set", "seed=1"]) == 0
+    # the previous run's evaluation, metrics and report are gone: nothing of seed 0 can pass for seed 1's
+    for name in ("metrics.json", "report.html", "eval/default/concept_probs.npz", "eval/default/elicitation.npz",
+                 "figures/trajectories.png"):
+        assert not (run / name).exists(), name
+    assert (run / "checkpoints" / "my_notes.txt").read_text() == "mine"
+    assert (run / "eval" / "default" / "plot.py").read_text() == "mine too"
+    assert json.loads((run / "run.json").read_text())["seed"] == 1
+    assert main(["run", "configs/micro.yaml", "--run-dir", str(run), "--resume", "--set", "seed=1", *args]) == 0
+    assert json.loads((run / "metrics.json").read_text()) != old
+
+
+def test_config_yaml_is_checked_against_the_checkpoints(tmp_path, capsys):
+    run = tmp_path / "r"
+    assert main(["run", "configs/micro.yaml", "--run-dir", str(run), "--set", "probe.kind=analytic",
+                 "--set", "elicit.methods=[naive]"]) == 0
+    good = (run / "config.yaml").read_text()
+    # Cut before `train:`: resuming would otherwise continue a finished 30-step run toward the default 6,000 steps.
+    (run / "config.yaml").write_text(good[:good.index("train:")])
+    assert main(["train", "--run-dir", str(run), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "differs from the config its checkpoints were trained with" in err and "train.n_checkpoints" in err
+    (run / "config.yaml").write_text("")
+    assert main(["report", str(run)]) == 2
+    assert "empty config file" in capsys.readouterr().err
+    (run / "config.yaml").unlink()
+    assert main(["analyze", str(run)]) == 2
+    assert "--rebuild-config" in capsys.readouterr().err
+    assert main(["analyze", str(run), "--rebuild-config"]) == 0
+    assert (run / "config.yaml").read_text() == good
+
+
+def test_an_empty_config_file_is_an_error_not_the_defaults(tmp_path, capsys):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("\n")
+    assert main(["train", str(empty), "--run-dir", str(tmp_path / "r")]) == 2
+    assert "empty config file" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

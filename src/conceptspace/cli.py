@@ -60,7 +60,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     run_dir = Path(args.run_dir)
     if args.resume and args.config is None:
-        cfg = load_config(RunDir(run_dir).config, args.overrides)  # resume with the saved config
+        cfg = _saved_cfg(args)  # resume with the saved config, checked against the checkpoints
     else:
         cfg = load_config(args.config, args.overrides)
     train(cfg, run_dir, resume=args.resume, overwrite=args.overwrite)
@@ -69,12 +69,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_cfg(args: argparse.Namespace):
-    """The saved config of a run, with --set overrides (evaluation, sampler and probe settings)."""
-    from .train import read_run_info
+def _saved_cfg(args: argparse.Namespace):
+    """The run's saved config (checked against its checkpoints; --rebuild-config restores it), with --set overrides."""
+    from .train import load_run_config
 
-    read_run_info(args.run_dir)  # a clear error when the directory is not a run
-    return load_config(RunDir(args.run_dir).config, args.overrides)
+    return load_run_config(args.run_dir, args.overrides, rebuild=args.rebuild_config)
+
+
+def _run_cfg(args: argparse.Namespace):
+    """The saved config of an existing run, with --set overrides (evaluation, sampler and probe settings)."""
+    if not RunDir(args.run_dir).info.is_file():
+        raise ConceptspaceError(f"{args.run_dir}: not a run directory (no run.json)")
+    return _saved_cfg(args)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -158,7 +164,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     run_dir = Path(args.run_dir)
     if args.resume and args.config is None:
-        cfg = load_config(RunDir(run_dir).config, args.overrides)
+        cfg = _saved_cfg(args)
     else:
         cfg = load_config(args.config, args.overrides)
     report = run_pipeline(cfg, run_dir, resume=args.resume, overwrite=args.overwrite, tag=args.tag)
@@ -231,6 +237,9 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+REBUILD_HELP = "write config.yaml anew from the config embedded in the last checkpoint (when it is lost or damaged)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="conceptspace", description=__doc__)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (debug)")
@@ -249,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", required=True, help="run directory (checkpoints, metrics, resolved config)")
     p.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --run-dir")
+    p.add_argument("--rebuild-config", action="store_true", help=REBUILD_HELP)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("run", help="the main job: train, evaluate, analyse and write report.html")
@@ -257,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue a killed run (training or evaluation)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --run-dir")
     p.add_argument("--tag", default="default", help="name of the evaluation (eval/<tag>/)")
+    p.add_argument("--rebuild-config", action="store_true", help=REBUILD_HELP)
     p.set_defaults(func=cmd_run)
 
     for name, func, text in [("evaluate", cmd_evaluate, "read every checkpoint's generations into concept space"),
@@ -269,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override eval / sampler / probe settings, e.g. --set sampler.n_steps=100")
         p.add_argument("--tag", default="default", help="name of this evaluation (eval/<tag>/)")
+        p.add_argument("--rebuild-config", action="store_true", help=REBUILD_HELP)
         if name == "evaluate":
             p.add_argument("--force", action="store_true", help="replace an evaluation made with other settings")
         else:
@@ -285,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override elicit / sampler / probe settings, e.g. --set elicit.latent_alphas=[1,2,4]")
     p.add_argument("--tag", default="default", help="name of this evaluation (eval/<tag>/)")
     p.add_argument("--force", action="store_true", help="replace an elicitation made with other settings")
+    p.add_argument("--rebuild-config", action="store_true", help=REBUILD_HELP)
     p.set_defaults(func=cmd_elicit)
 
     p = sub.add_parser("sweep", help="run a grid of experiments (local pool, SLURM via submitit, or Dask)")

@@ -361,9 +361,11 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         except OSError as exc:
             raise ConfigError(f"{source}: cannot read config ({exc.strerror})") from None
         try:
-            tree = yaml.safe_load(text) or {}
+            tree = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"{source}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if tree is None:  # an empty file is a mistake (a truncated copy, a wrong path), never "all defaults"
+            raise ConfigError(f"{source}: empty config file (to use the defaults, give no config file)")
     if overrides:
         source += " (with --set " + ", ".join(overrides) + ")"
     return config_from_dict(apply_overrides(tree, overrides), source)

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from .config import ExperimentConfig
-from .rundir import RunDir, read_json
+from .rundir import RunDir, read_json, writes_run
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +23,7 @@ def elicit_and_score(run_dir: Path, cfg: ExperimentConfig, tag: str = "default",
     return add_onsets_to_metrics(run_dir, cfg, tag=tag)
 
 
+@writes_run
 def run_pipeline(cfg: ExperimentConfig, run_dir: Path, resume: bool = False, overwrite: bool = False,
                  tag: str = "default") -> Path:
     """The main job: train, evaluate, analyse, elicit, plot and report; returns the report's path."""

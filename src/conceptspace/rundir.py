@@ -20,9 +20,13 @@ is JSON; nothing here imports torch.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
-from collections.abc import Callable
+import re
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -34,6 +38,10 @@ from .errors import ConceptspaceError
 
 class RunDirError(ConceptspaceError):
     """A run directory that is missing, incomplete or in the wrong state for the command."""
+
+
+class RunDirLocked(RunDirError):
+    """Another process is writing into the run directory."""
 
 
 # ------------------------------------------------------------------------------------------ atomic writes
@@ -97,6 +105,63 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
             return {k: z[k] for k in z.files}
     except (ValueError, OSError, EOFError) as exc:
         raise RunDirError(f"{path}: damaged array file ({exc})") from None
+
+
+# ------------------------------------------------------------------------------------------ one writer at a time
+
+_HELD: dict[str, list] = {}  # run directories this process holds: [open lock file, depth]
+
+
+@contextmanager
+def locked(root: str | Path) -> Iterator[None]:
+    """Hold the run directory's lock for the block: a second writer (another process) gets a one-line error naming
+    the holder. The lock is the kernel's (flock), so a killed holder never leaves a stale lock behind; nested use in
+    one process is allowed (a sweep point locks the run, then trains and evaluates it)."""
+    root = Path(root)
+    key = str(root.resolve())
+    if key in _HELD:
+        _HELD[key][1] += 1
+        try:
+            yield
+        finally:
+            _HELD[key][1] -= 1
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    fh = open(root / ".lock", "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "another process"
+        fh.close()
+        raise RunDirLocked(f"{root} is in use by {holder}; wait for it to finish (or stop it) before writing "
+                           "here") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    fh.flush()
+    _HELD[key] = [fh, 1]
+    try:
+        yield
+    finally:
+        del _HELD[key]
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()
+
+
+def writes_run(func: Callable) -> Callable:
+    """Decorator: the function writes into the run directory given as its `run_dir` argument; hold its lock."""
+    import functools
+    import inspect
+
+    sig = inspect.signature(func)
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with locked(sig.bind(*args, **kwargs).arguments["run_dir"]):
+            return func(*args, **kwargs)
+
+    return wrapper
 
 
 # ------------------------------------------------------------------------------------------ paths
@@ -179,6 +244,37 @@ class RunDir:
         """Keep the latest resume state as the previous one before a new one is written (a rename: atomic)."""
         if self.resume.exists():
             os.replace(self.resume, self.resume_prev)
+
+    def written_by_us(self) -> list[Path]:
+        """Every file in the run directory that the tool wrote (any tag); nothing a user put there."""
+        root = self.root
+        top = [self.config, self.info, self.log, self.resume, self.resume_prev, self.sweep_status,
+               self.sweep_config, root / "metrics.json", root / "report.html"]
+        found = [p for p in top if p.is_file()]
+        if self.checkpoints.is_dir():
+            found += sorted(p for p in self.checkpoints.iterdir() if re.fullmatch(r"step=\d+\.safetensors", p.name))
+        for folder in [root, *sorted((root / "eval").glob("*"))] if (root / "eval").is_dir() else [root]:
+            if folder != root:
+                found += [p for p in folder.iterdir() if p.is_file() and (
+                    p.name in ("metrics.json", "report.html") or p.name.endswith((".npz", ".settings.json")))]
+            figures = folder / "figures"
+            if figures.is_dir():
+                found += [p for p in figures.iterdir() if p.suffix in (".png", ".gif")]
+        if (root / "tensorboard").is_dir():
+            found += [p for p in (root / "tensorboard").iterdir() if p.name.startswith("events.out.tfevents")]
+        found += [p for p in root.rglob(".*.tmp*") if p.is_file()]  # leftovers of killed atomic writes
+        return found
+
+    def clear(self) -> list[Path]:
+        """Remove every file the tool wrote (and folders left empty by that); returns what was removed."""
+        removed = self.written_by_us()
+        for p in removed:
+            p.unlink()
+        for folder in sorted({p.parent for p in removed}, key=lambda p: -len(p.parts)):
+            while folder != self.root and folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+                folder = folder.parent
+        return removed
 
     def is_run(self) -> bool:
         return self.config.is_file() and self.info.is_file()

@@ -19,7 +19,6 @@ with its error when it fails, and guarded by a lock so two sweeps on one directo
 
 from __future__ import annotations
 
-import fcntl
 import itertools
 import json
 import logging
@@ -37,7 +36,7 @@ import yaml
 from .config import ExperimentConfig, apply_overrides, config_from_dict, config_to_yaml
 from .errors import ConceptspaceError
 from .logs import ensure_logging
-from .rundir import RunDir, read_json, write_json, write_text
+from .rundir import RunDir, RunDirLocked, locked, read_json, write_json, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -153,27 +152,22 @@ def run_point(run_dir: str, config_yaml: str, threads: int = 1) -> dict:
     run_dir_p.mkdir(parents=True, exist_ok=True)
     if run_status(run_dir_p) == DONE:
         return {"run": run_dir, "status": DONE, "skipped": True}
-    lock = open(rd.lock, "w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.close()
-        return {"run": run_dir, "status": LOCKED}
     t0 = time.time()
     try:
-        write_text(rd.sweep_config, config_yaml)
-        cfg = load_config(rd.sweep_config, [f"train.threads={threads}"])
-        run_pipeline(cfg, run_dir_p, resume=rd.config.is_file())
-        result = {"run": run_dir, "status": DONE, "seconds": round(time.time() - t0, 1)}
-    except BaseException as exc:  # a failed run is reported, it must not stop the others
-        result = {"run": run_dir, "status": FAILED, "error": f"{type(exc).__name__}: {exc}",
-                  "traceback": traceback.format_exc(limit=5), "seconds": round(time.time() - t0, 1)}
-        if isinstance(exc, KeyboardInterrupt):
-            raise
-    finally:
-        fcntl.flock(lock, fcntl.LOCK_UN)
-        lock.close()
-    write_json(rd.sweep_status, result)
+        with locked(run_dir_p):
+            try:
+                write_text(rd.sweep_config, config_yaml)
+                cfg = load_config(rd.sweep_config, [f"train.threads={threads}"])
+                run_pipeline(cfg, run_dir_p, resume=rd.config.is_file())
+                result = {"run": run_dir, "status": DONE, "seconds": round(time.time() - t0, 1)}
+            except BaseException as exc:  # a failed run is reported, it must not stop the others
+                result = {"run": run_dir, "status": FAILED, "error": f"{type(exc).__name__}: {exc}",
+                          "traceback": traceback.format_exc(limit=5), "seconds": round(time.time() - t0, 1)}
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+            write_json(rd.sweep_status, result)
+    except RunDirLocked:
+        return {"run": run_dir, "status": LOCKED}
     return result
 
 

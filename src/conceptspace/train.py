@@ -13,7 +13,6 @@ import logging
 import math
 import os
 import platform
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -40,7 +39,7 @@ from .model.checkpoints import (
 )
 from .model.objectives import DDPMObjective, Objective, VDMObjective
 from .model.unet import ConditionalUNet
-from .rundir import RunDir, RunDirError, read_json, write_json, write_text  # noqa: F401  (RunDirError re-exported)
+from .rundir import RunDir, RunDirError, read_json, write_json, write_text, writes_run  # noqa: F401  (RunDirError re-exported)
 from .tracking import build_callbacks, close, send
 
 logger = logging.getLogger(__name__)
@@ -103,14 +102,52 @@ def read_run_info(run_dir: str | Path) -> dict:
     return RunDir(run_dir).read_info()
 
 
-def load_run_config(run_dir: str | Path) -> ExperimentConfig:
-    """The resolved config saved in a run directory."""
-    return load_config(RunDir(run_dir).config)
+def load_run_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (),
+                    rebuild: bool = False) -> ExperimentConfig:
+    """The run's config: config.yaml, checked against the config embedded in its last checkpoint (the truth), then
+    `--set` overrides. A missing, empty, damaged or different config.yaml is an error naming the keys that differ;
+    `rebuild=True` writes config.yaml anew from the checkpoint first."""
+    from .model.checkpoints import list_checkpoints, read_meta
+
+    rd = RunDir(run_dir)
+    ckpts = list_checkpoints(run_dir)
+    truth = config_from_dict(read_meta(ckpts[-1][1])["config"], str(ckpts[-1][1])) if ckpts else None
+    if rebuild:
+        if truth is None:
+            raise RunDirError(f"{run_dir}: no checkpoint to rebuild config.yaml from")
+        write_text(rd.config, config_to_yaml(truth))
+        logger.info("%s: config.yaml rebuilt from %s", run_dir, ckpts[-1][1].name)
+    if not rd.config.is_file():
+        raise RunDirError(f"{rd.config}: missing" + ("; --rebuild-config restores it from the last checkpoint"
+                                                       if truth is not None else ""))
+    try:
+        saved = load_config(rd.config)
+    except ConceptspaceError as exc:
+        raise RunDirError(f"{exc}" + ("; --rebuild-config restores it from the last checkpoint" if truth else ""))
+    if truth is not None:
+        a = _flat(saved.model_dump(mode="json"))
+        b = _flat(truth.model_dump(mode="json"))
+        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k != "train.threads")
+        if diff:
+            raise RunDirError(f"{rd.config} differs from the config its checkpoints were trained with in "
+                              f"{', '.join(diff[:6])}{' ...' if len(diff) > 6 else ''}; --rebuild-config restores "
+                              "it from the last checkpoint")
+    return load_config(rd.config, overrides) if overrides else saved
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def _prepare_run_dir(cfg: ExperimentConfig, run_dir: Path, resume: bool, overwrite: bool) -> ExperimentConfig:
     rd = RunDir(run_dir)
-    ours = [p for p in (rd.config, rd.info, rd.log, rd.checkpoints, rd.resume, rd.resume_prev) if p.exists()]
+    ours = [p for p in (rd.config, rd.info, rd.log, rd.resume, rd.resume_prev) if p.exists()]
     if resume:
         if not rd.config.is_file():
             raise RunDirError(f"{run_dir}: nothing to resume (no config.yaml); start it without --resume")
@@ -127,8 +164,11 @@ def _prepare_run_dir(cfg: ExperimentConfig, run_dir: Path, resume: bool, overwri
         if not overwrite:
             raise RunDirError(f"{run_dir} already holds a run ({ours[0].name}); pass --resume to continue it "
                               "or --overwrite to replace it")
-        for p in ours:  # only our own files: anything else the user keeps there survives
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
+        # A fresh run: everything the previous one wrote goes (its evaluation and report too, which would
+        # otherwise be taken for the new run's); files the tool did not write stay, wherever they are.
+        removed = rd.clear()
+        logger.info("--overwrite: removed %d file(s) of the previous run: %s", len(removed),
+                    ", ".join(str(p.relative_to(run_dir)) for p in removed[:8]) + (" ..." if len(removed) > 8 else ""))
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(rd.config, config_to_yaml(cfg))
     return cfg
@@ -210,6 +250,7 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
     write_text(path, "".join(ln + "\n" for ln in keep))
 
 
+@writes_run
 def train(
     cfg: ExperimentConfig,
     run_dir: str | Path,

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..config import ExperimentConfig
 from ..data.concepts import ConceptSpace
-from ..rundir import RunDir, load_npz
+from ..rundir import RunDir, load_npz, writes_run
 from .onsets import onset_metrics
 from .trajectories import analyze, coordinates, hard_accuracy, smooth
 
@@ -56,12 +56,14 @@ def trajectory_arrays(cfg: ExperimentConfig, arrays: dict[str, np.ndarray]) -> t
     return coords, hard_accuracy(arrays["preds"], names, arrays.get("has_object"))
 
 
+@writes_run
 def analyze_run(run_dir: str | Path, cfg: ExperimentConfig, tag: str = "default") -> dict:
     """Compute and write `metrics.json` in the run directory (merged with what other steps wrote there)."""
     rd = RunDir(run_dir, tag)
     return rd.update_metrics(run_metrics(cfg, load_npz(rd.trajectory_source)))
 
 
+@writes_run
 def add_onsets_to_metrics(run_dir: str | Path, cfg: ExperimentConfig, tag: str = "default") -> dict:
     """Merge the elicitation onsets into metrics.json, with each onset's distance to the sudden turn."""
     rd = RunDir(run_dir, tag)

@@ -62,6 +62,20 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict)
     atomic_write(path, lambda fh: fh.write(save(flat, metadata={"format": FORMAT, "meta": json.dumps(meta)})))
 
 
+def read_meta(path: str | Path) -> dict:
+    """The metadata of a checkpoint (step, config) from its header alone, without loading any tensor."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            info = json.loads(fh.read(n)).get("__metadata__", {})
+        if info.get("format") != FORMAT:
+            raise CheckpointError(f"{path}: not a conceptspace checkpoint (format {info.get('format')!r})")
+        return json.loads(info["meta"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{path}: damaged checkpoint header ({type(exc).__name__})") from None
+
+
 def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """Load (tensors, meta); a damaged or foreign file raises CheckpointError naming it."""
     path = Path(path)

@@ -52,7 +52,7 @@ from ..readout.evaluate import (
     pad_probs,
 )
 from ..readout.probe import check_probe_space, get_probe
-from ..rundir import RunDir, RunDirError
+from ..rundir import RunDir, RunDirError, writes_run
 from ..train import load_checkpoint, read_run_info, resolve_device
 
 # Elicit settings that only the analysis reads: changing them re-reads the arrays, it does not regenerate them.
@@ -144,6 +144,7 @@ def elicit_checkpoint(model, objective, cfg: ExperimentConfig, space: ConceptSpa
     return probs, found
 
 
+@writes_run
 def elicit_run(run_dir: str | Path, cfg: ExperimentConfig, tag: str = "default", force: bool = False,
                progress: bool | None = None) -> Path:
     """Evaluate every (new) checkpoint under every elicitation; returns the path of elicitation.npz."""

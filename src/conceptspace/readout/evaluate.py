@@ -35,7 +35,15 @@ from ..errors import ConceptspaceError
 from ..model.checkpoints import CheckpointError, list_checkpoints
 from ..model.samplers import sample
 from ..readout.probe import AnalyticProbe, check_probe_space, get_probe, has_object
-from ..rundir import RunDir, RunDirError, load_npz, read_json, save_npz, write_json
+from ..rundir import (
+    RunDir,
+    RunDirError,
+    load_npz,
+    read_json,
+    save_npz,
+    write_json,
+    writes_run,
+)
 from ..train import load_checkpoint, read_run_info
 
 logger = logging.getLogger(__name__)
@@ -126,6 +134,7 @@ def over_new_checkpoints(run_dir: Path, path: Path, arrays: dict[str, np.ndarray
     return arrays
 
 
+@writes_run
 def evaluate_run(run_dir: str | Path, cfg: ExperimentConfig | None = None, tag: str = "default",
                  force: bool = False, progress: bool | None = None) -> Path:
     """Evaluate every (new) checkpoint of a run; returns the path of the arrays file."""

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 from ..analysis.run_metrics import trajectory_arrays
 from ..config import ExperimentConfig, config_to_yaml
 from ..report import plots
-from ..rundir import RunDir, atomic_write, load_npz, write_text
+from ..rundir import RunDir, atomic_write, load_npz, write_text, writes_run
 
 
 def reading(metrics: dict) -> list[str]:
@@ -154,6 +154,7 @@ td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}pre{background:#
 .figs{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}"""
 
 
+@writes_run
 def write_report(run_dir: str | Path, cfg: ExperimentConfig, tag: str = "default",
                  extra_figures: dict[str, bytes] | None = None) -> Path:
     """Write `report.html` (self-contained: every image inlined, no network) from metrics.json and the arrays."""
