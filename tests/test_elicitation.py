@@ -17,19 +17,12 @@ from conceptspace.readout.elicitation import (
     overprompt_prompt,
     patch_conditioning,
 )
-from conceptspace.train import build_model, build_objective
+from conceptspace.train import build_model
 
 
 @pytest.fixture
-def setup():
-    cfg = load_config("configs/micro.yaml")
-    space = ConceptSpace.from_config(cfg.data)
-    torch.manual_seed(0)
-    model = build_model(cfg, space)
-    with torch.no_grad():  # a non-trivial model: the zero-initialised output would hide every difference
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return cfg, space, model, build_objective(cfg)
+def setup(micro_model):
+    return micro_model
 
 
 def gen(model, objective, prompts, hooks=(), shared=None):

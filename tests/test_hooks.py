@@ -154,21 +154,12 @@ def test_run_with_hooks_matches_context(toy, x):
     assert torch.equal(toy.run_with_hooks(x, fwd_hooks=hooks), ref)
 
 
-def test_body_hooks_and_transformerlens_style_functions():
+def test_body_hooks_and_transformerlens_style_functions(micro_model):
     import torch
 
-    from conceptspace.config import load_config
-    from conceptspace.data.concepts import ConceptSpace
     from conceptspace.data.prompts import class_prompts
-    from conceptspace.train import build_model
 
-    cfg = load_config("configs/micro.yaml")
-    space = ConceptSpace.from_config(cfg.data)
-    torch.manual_seed(0)
-    model = build_model(cfg, space)
-    with torch.no_grad():  # a non-trivial model: the zero-initialised output would hide every difference
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    cfg, space, model, _ = micro_model
     x, t = torch.randn(2, 3, 8, 8), torch.zeros(2)
     h = torch.from_numpy(class_prompts(space, ["00", "11"]))
     outs = [n for n in model.hook_points() if n.endswith("hook_out")]
