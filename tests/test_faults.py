@@ -150,3 +150,43 @@ def test_an_empty_config_file_is_an_error_not_the_defaults(tmp_path, capsys):
     assert main(["train", str(empty), "--run-dir", str(tmp_path / "r")]) == 2
     assert "empty config file" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_sigterm_leaves_an_interrupted_resumable_run(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "r"
+    proc = subprocess.Popen([sys.executable, "-m", "conceptspace.cli", "train", "configs/micro.yaml", "--run-dir",
+                             str(run), "--set", "train.steps=3000", "--set", "train.n_checkpoints=30"],
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((run / "checkpoints").glob("*.safetensors")):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "stopped by SIGTERM" in err and "Traceback" not in err
+    assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
+    assert main(["train", "--run-dir", str(run), "--resume", "--set", "train.threads=1"]) == 0
+    assert json.loads((run / "run.json").read_text())["status"] == "done"
+
+
+def test_a_cut_off_last_log_line_is_skipped_and_os_errors_are_one_line(tmp_path, capsys, caplog):
+    run = tmp_path / "r"
+    assert main(["run", "configs/micro.yaml", "--run-dir", str(run), "--set", "probe.kind=analytic",
+                 "--set", "elicit.methods=[naive]"]) == 0
+    with open(run / "metrics.jsonl", "a") as fh:
+        fh.write('{"step": 31, "lo')  # a kill or a full disk in the middle of a write
+    assert main(["report", str(run)]) == 0
+    assert "damaged last line" in caplog.text
+    from conceptspace.rundir import RunDir
+
+    assert RunDir(run).read_log()[-1]["step"] == 30
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    capsys.readouterr()
+    assert main(["train", "configs/micro.yaml", "--run-dir", str(blocker / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err

@@ -132,6 +132,15 @@ def test_folder_loader_with_bad_rows(tmp_path):
         "data.concepts={striped: {values: [plain, striped]}, round: {values: [square, round]}}"])
     real = load_real(cfg.data)
     assert len(real.labels) == 24 and real.skipped == 3
+    # File names that leave the image folder are refused unless the user opts in.
+    (tmp_path / "sub").mkdir()
+    for name in ("../0.png", str(tmp_path / "0.png")):
+        (tmp_path / "sub" / "labels.csv").write_text("\n".join(rows[:25] + [f"{name},1,1"]) + "\n")
+        bad = load_config("configs/fashion_2x2.yaml", [
+            "data.real={source: folder, csv: " + str(tmp_path / "sub" / "labels.csv") + ", min_per_class: 1}",
+            "data.concepts={striped: {values: [plain, striped]}, round: {values: [square, round]}}"])
+        with pytest.raises(DataSourceError, match="outside the image folder"):
+            load_real(bad.data)
 
 
 @pytest.mark.skipif(not Path(FASHION_DIR, "train-images-idx3-ubyte.gz").is_file(),

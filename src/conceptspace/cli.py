@@ -339,6 +339,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConceptspaceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except (OSError, MemoryError) as exc:  # disk full, permissions, a file that is a folder, out of memory
+        if args.verbose:
+            raise
+        what = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.filename else \
+            (exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__)
+        print(f"error: {what} (run with -v for the traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -58,6 +58,8 @@ class RealDataConfig(StrictModel):
     tone_gap: float = Field(0.2, ge=0.0, lt=1.0)  # ... dropping this quantile band around it (ambiguous items)
     max_per_class: int = Field(2000, ge=1)  # images used per class (balanced subsample)
     min_per_class: int = Field(20, ge=1)  # fewer images in any class is an error
+    # folder source: file names in the CSV must stay inside the image folder (no "..", no absolute paths)
+    allow_outside_paths: bool = False
 
 
 class DataConfig(StrictModel):

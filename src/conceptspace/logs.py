@@ -14,7 +14,7 @@ def configure_logging(verbosity: int) -> None:
     root = logging.getLogger("conceptspace")
     root.handlers[:] = [handler]
     root.setLevel(level)
-    root.propagate = False
+    root.propagate = True  # our handler prints; the root logger (no handler outside tests) adds nothing
 
 
 def ensure_logging() -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import re
 import socket
@@ -88,6 +89,25 @@ def read_json(path: str | Path) -> Any:
         raise RunDirError(f"{path}: not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RunDirError(f"{path}: damaged JSON ({exc})") from None
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Rows of a JSON-lines log ([] when absent). A half-written last line (a kill or a full disk mid-write) is
+    skipped with a warning (resuming rewrites that checkpoint's row); a damaged line elsewhere is an error."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    rows = []
+    for i, ln in enumerate(lines):
+        try:
+            rows.append(json.loads(ln))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                logging.getLogger(__name__).warning("%s: skipping a damaged last line (a write was cut off)", path)
+                break
+            raise RunDirError(f"{path}: damaged line {i + 1} of {len(lines)}") from None
+    return rows
 
 
 def save_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
@@ -296,6 +316,4 @@ class RunDir:
 
     def read_log(self) -> list[dict]:
         """Rows of metrics.jsonl (the training log)."""
-        if not self.log.is_file():
-            return []
-        return [json.loads(ln) for ln in self.log.read_text().splitlines() if ln.strip()]
+        return read_jsonl(self.log)

@@ -13,7 +13,9 @@ import logging
 import math
 import os
 import platform
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -39,7 +41,15 @@ from .model.checkpoints import (
 )
 from .model.objectives import DDPMObjective, Objective, VDMObjective
 from .model.unet import ConditionalUNet
-from .rundir import RunDir, RunDirError, read_json, write_json, write_text, writes_run  # noqa: F401  (RunDirError re-exported)
+from .rundir import (  # noqa: F401  (RunDirError re-exported)
+    RunDir,
+    RunDirError,
+    read_json,
+    read_jsonl,
+    write_json,
+    write_text,
+    writes_run,
+)
 from .tracking import build_callbacks, close, send
 
 logger = logging.getLogger(__name__)
@@ -47,6 +57,27 @@ logger = logging.getLogger(__name__)
 
 class TrainingDiverged(ConceptspaceError):
     """The loss or gradient became NaN or infinite."""
+
+
+class Interrupted(ConceptspaceError):
+    """Training stopped on SIGTERM; the run is resumable."""
+
+
+class _StopRequest:
+    """Turns SIGTERM into a request the training loop honours after the current step (main thread only)."""
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self._old = None
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGTERM, self._on_signal)
+
+    def _on_signal(self, signum, frame) -> None:
+        self.requested = "SIGTERM"
+
+    def restore(self) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
 
 # ------------------------------------------------------------------------------------------ building
 
@@ -246,8 +277,8 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
     """Drop log lines past the resume point so a resumed run's log has no duplicate steps."""
     if not path.is_file():
         return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= last_step]
-    write_text(path, "".join(ln + "\n" for ln in keep))
+    keep = [row for row in read_jsonl(path) if row["step"] <= last_step]
+    write_text(path, "".join(json.dumps(row) + "\n" for row in keep))
 
 
 @writes_run
@@ -295,6 +326,7 @@ def train(
     model.train()
     tick, tick_step = time.perf_counter(), start
     nonfinite = 0
+    stop = _StopRequest()
     try:
         with open(metrics_path, "a", buffering=1) as log:
             for step in range(start + 1, t.steps + 1):
@@ -350,13 +382,17 @@ def train(
                     log.write(json.dumps(row) + "\n")
                     send(callbacks, row)
                     bar.set_postfix(loss=f"{row['loss']:.4g}")
-    except BaseException:
-        info.update(status="failed" if not isinstance(sys.exc_info()[1], KeyboardInterrupt) else "interrupted")
+                if stop.requested:  # SIGTERM: stop between steps, resumable from the last checkpoint
+                    raise Interrupted(f"{run_dir}: stopped by {stop.requested} at step {step}; continue with "
+                                      "--resume (from the last checkpoint)")
+    except BaseException as exc:
+        info.update(status="interrupted" if isinstance(exc, (KeyboardInterrupt, Interrupted)) else "failed")
         write_json(rd.info, info)
         raise
     finally:
         bar.close()
         close(callbacks)
+        stop.restore()
     info.update(status="done", step=t.steps, finished=time.time())
     write_json(rd.info, info)
     return run_dir

@@ -239,6 +239,12 @@ def _folder(space: ConceptSpace, real, size: int, rng) -> LabelledImages:
 
     files, labels, bad = _attribute_table(space, header[1:], body, str(table), to_bit)
     folder = Path(real.path) if real.path else table.parent
+    if not real.allow_outside_paths:
+        inside = folder.resolve()
+        outside = [f for f in files if Path(f).is_absolute() or not (inside / f).resolve().is_relative_to(inside)]
+        if outside:
+            raise DataSourceError(f"{table}: {len(outside)} file name(s) point outside the image folder {folder} "
+                                  f"(first: {outside[0]!r}); set data.real.allow_outside_paths=true if meant")
     return _from_files(space, real, size, rng, files, labels, folder, None, bad)
 
 
