@@ -45,7 +45,7 @@ def test_a_few_bad_batches_may_be_skipped_when_asked(tmp_path):
     cfg = load_config("configs/micro.yaml", ["train.max_nonfinite=1"])
     train_module.build_objective, saved = nan_once, train_module.build_objective
     try:
-        train_module.train(cfg, tmp_path / "r", progress=False)
+        train_module.train(tmp_path / "r", cfg, progress=False)
     finally:
         train_module.build_objective = saved
     assert json.loads((tmp_path / "r" / "run.json").read_text())["status"] == "done"

@@ -23,7 +23,7 @@ def final_weights(run_dir):
 
 
 def test_train_leaves_checkpoints_metrics_and_config(tmp_path, micro):
-    run = train(micro, tmp_path / "r", progress=False)
+    run = train(tmp_path / "r", micro, progress=False)
     steps = [s for s, _ in list_checkpoints(run)]
     assert steps[-1] == 12 and len(steps) == 3
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -54,11 +54,11 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, micro, objective)
     cfg = load_config(MICRO, ["train.steps=12", "train.n_checkpoints=3", "train.first_checkpoint=3",
                               f"diffusion.objective={objective}", "model.dropout=0.1",
                               "data.mask=[{concept: color, p: 0.5, classes: ['01']}]"])
-    train(cfg, tmp_path / "full", progress=False)
+    train(tmp_path / "full", cfg, progress=False)
     with pytest.raises(Kill):
-        train(cfg, tmp_path / "killed", progress=False, on_step=kill_at(9))  # between checkpoints 6 and 12
+        train(tmp_path / "killed", cfg, progress=False, on_step=kill_at(9))  # between checkpoints 6 and 12
     assert json.loads((tmp_path / "killed" / "run.json").read_text())["status"] == "failed"
-    train(cfg, tmp_path / "killed", resume=True, progress=False)
+    train(tmp_path / "killed", cfg, resume=True, progress=False)
     a, b = final_weights(tmp_path / "full"), final_weights(tmp_path / "killed")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     steps = [json.loads(ln)["step"] for ln in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
@@ -67,30 +67,30 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, micro, objective)
 
 def test_resume_falls_back_when_latest_state_is_corrupt(tmp_path, micro, caplog):
     with pytest.raises(Kill):
-        train(micro, tmp_path / "r", progress=False, on_step=kill_at(11))
+        train(tmp_path / "r", micro, progress=False, on_step=kill_at(11))
     latest = tmp_path / "r" / "resume.safetensors"
     latest.write_bytes(latest.read_bytes()[:100])
-    train(micro, tmp_path / "r", resume=True, progress=False)
+    train(tmp_path / "r", micro, resume=True, progress=False)
     assert "resuming from the previous state" in caplog.text
-    train(micro, tmp_path / "ref", progress=False)
+    train(tmp_path / "ref", micro, progress=False)
     a, b = final_weights(tmp_path / "r"), final_weights(tmp_path / "ref")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_existing_run_is_never_overwritten_without_flag(tmp_path, micro):
-    train(micro, tmp_path / "r", progress=False)
+    train(tmp_path / "r", micro, progress=False)
     before = (tmp_path / "r" / "metrics.jsonl").read_text()
     (tmp_path / "r" / "notes.txt").write_text("mine")
     with pytest.raises(RunDirError, match="--resume.*--overwrite"):
-        train(micro, tmp_path / "r", progress=False)
+        train(tmp_path / "r", micro, progress=False)
     assert (tmp_path / "r" / "metrics.jsonl").read_text() == before
     changed = load_config(MICRO, ["train.steps=12", "train.n_checkpoints=3", "train.first_checkpoint=3", "seed=1"])
     with pytest.raises(RunDirError, match="differs.*seed"):
-        train(changed, tmp_path / "r", resume=True, progress=False)
-    train(micro.model_copy(update={"train": micro.train.model_copy(update={"threads": 1})}), tmp_path / "r",
+        train(tmp_path / "r", changed, resume=True, progress=False)
+    train(tmp_path / "r", micro.model_copy(update={"train": micro.train.model_copy(update={"threads": 1})}),
           resume=True, progress=False)  # another thread count is not another run
     assert load_config(tmp_path / "r" / "config.yaml") == micro  # the saved config keeps its own
-    train(changed, tmp_path / "r", overwrite=True, progress=False)
+    train(tmp_path / "r", changed, overwrite=True, progress=False)
     assert (tmp_path / "r" / "notes.txt").read_text() == "mine"  # only our own files are replaced
 
 
@@ -112,7 +112,7 @@ def test_every_metrics_row_reaches_callbacks_and_tensorboard(tmp_path, micro):
             rows.append(row)
 
     cfg = micro.model_copy(update={"train": micro.train.model_copy(update={"tracking": ["tensorboard"]})})
-    train(cfg, tmp_path / "r", progress=False, callbacks=[Collect()])
+    train(tmp_path / "r", cfg, progress=False, callbacks=[Collect()])
     logged = [json.loads(ln) for ln in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert rows == logged and any("val_loss" in r for r in rows)
     events = list((tmp_path / "r" / "tensorboard").glob("events.out.tfevents.*"))

@@ -63,7 +63,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = _saved_cfg(args)  # resume with the saved config, checked against the checkpoints
     else:
         cfg = load_config(args.config, args.overrides)
-    train(cfg, run_dir, resume=args.resume, overwrite=args.overwrite)
+    train(run_dir, cfg, resume=args.resume, overwrite=args.overwrite)
     rd = RunDir(run_dir)
     print(f"run finished: {run_dir} (checkpoints in {rd.checkpoints}, metrics in {rd.log})")
     return 0
@@ -167,7 +167,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg = _saved_cfg(args)
     else:
         cfg = load_config(args.config, args.overrides)
-    report = run_pipeline(cfg, run_dir, resume=args.resume, overwrite=args.overwrite, tag=args.tag)
+    report = run_pipeline(run_dir, cfg, resume=args.resume, overwrite=args.overwrite, tag=args.tag)
     print(f"report: {report}")
     return 0
 

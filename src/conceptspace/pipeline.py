@@ -24,7 +24,7 @@ def elicit_and_score(run_dir: Path, cfg: ExperimentConfig, tag: str = "default",
 
 
 @writes_run
-def run_pipeline(cfg: ExperimentConfig, run_dir: Path, resume: bool = False, overwrite: bool = False,
+def run_pipeline(run_dir: Path, cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False,
                  tag: str = "default") -> Path:
     """The main job: train, evaluate, analyse, elicit, plot and report; returns the report's path."""
     import torch
@@ -41,7 +41,7 @@ def run_pipeline(cfg: ExperimentConfig, run_dir: Path, resume: bool = False, ove
         logger.info("%s: training already done; evaluating what is new", run_dir)
     else:
         # `run --resume` on a fresh directory simply starts: it makes `make demo` safe to repeat.
-        train(cfg, run_dir, resume=resume and rd.config.is_file(), overwrite=overwrite)
+        train(run_dir, cfg, resume=resume and rd.config.is_file(), overwrite=overwrite)
     evaluate_run(run_dir, cfg, tag=tag, force=overwrite)
     analyze_run(run_dir, cfg, tag=tag)
     metrics = elicit_and_score(run_dir, cfg, tag=tag, force=overwrite)

@@ -86,7 +86,7 @@ class Run:
         """Train to `config.train.steps` (resume=True continues a killed run)."""
         from .train import train
 
-        train(self.config, self.path, resume=resume, overwrite=overwrite, progress=progress)
+        train(self.path, self.config, resume=resume, overwrite=overwrite, progress=progress)
         return self
 
     def evaluate(self, force: bool = False, progress: bool | None = None) -> "Run":

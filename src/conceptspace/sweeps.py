@@ -158,7 +158,7 @@ def run_point(run_dir: str, config_yaml: str, threads: int = 1) -> dict:
             try:
                 write_text(rd.sweep_config, config_yaml)
                 cfg = load_config(rd.sweep_config, [f"train.threads={threads}"])
-                run_pipeline(cfg, run_dir_p, resume=rd.config.is_file())
+                run_pipeline(run_dir_p, cfg, resume=rd.config.is_file())
                 result = {"run": run_dir, "status": DONE, "seconds": round(time.time() - t0, 1)}
             except BaseException as exc:  # a failed run is reported, it must not stop the others
                 result = {"run": run_dir, "status": FAILED, "error": f"{type(exc).__name__}: {exc}",

@@ -1,4 +1,4 @@
-"""Training engine: `train(cfg, run_dir)` trains a conditional diffusion model on the training classes and leaves
+"""Training engine: `train(run_dir, cfg)` trains a conditional diffusion model on the training classes and leaves
 checkpoints and metrics behind; `resume=True` continues a killed run bit-exactly.
 
 Determinism: the data come from the config's seed; each step's batch order, noise, timesteps, prompt masking and
@@ -283,8 +283,8 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
 
 @writes_run
 def train(
-    cfg: ExperimentConfig,
     run_dir: str | Path,
+    cfg: ExperimentConfig,
     *,
     resume: bool = False,
     overwrite: bool = False,
