@@ -190,3 +190,44 @@ def test_a_cut_off_last_log_line_is_skipped_and_os_errors_are_one_line(tmp_path,
     assert main(["train", "configs/micro.yaml", "--run-dir", str(blocker / "r")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def _config_keys() -> list[str]:
+    from conceptspace.config import ExperimentConfig
+
+    def walk(tree, prefix=""):
+        for k, v in tree.items():
+            if isinstance(v, dict) and v and k not in ("concepts", "pool_seps", "ladder", "paper_latent_values"):
+                yield from walk(v, f"{prefix}{k}.")
+            else:
+                yield f"{prefix}{k}"
+
+    return sorted(walk(ExperimentConfig().model_dump(mode="json")))
+
+
+VALUES = ["0", "-1", "1e308", ".nan", "-.inf", "2e40", "1180591620717411303424", "''", "[]", "{}", "null", "abc",
+          "[1, 2]", "{a: 1}", "true", "0.5", "-0.5", "3", "[[]]", "'11'", "[00, 11]"]
+
+
+def test_fuzzed_settings_give_exit_0_or_2_and_one_line(capsys):
+    """Property: any single setting, whatever its value, gives exit code 0 or 2 and never a traceback."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    keys = _config_keys() + ["data.concepts.color.sep", "data.concepts.size.values", "data.concepts.shape.n_values",
+                             "data.mask.0.p", "elicit.ladder.color", "probe.pool_seps.color", "nonsense.key"]
+    seen = {"ok": 0, "refused": 0}
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(key=st.sampled_from(keys), value=st.sampled_from(VALUES))
+    def check(key, value):
+        capsys.readouterr()
+        rc = main(["signal", "configs/micro.yaml", "--set", f"{key}={value}"])
+        err = capsys.readouterr().err
+        assert rc in (0, 2) and "Traceback" not in err
+        if rc == 2:
+            assert err.startswith("error: ") and err.count("\n") == 1, err
+        seen["ok" if rc == 0 else "refused"] += 1
+
+    check()
+    assert seen["refused"] > 50  # most of these values are invalid somewhere

@@ -84,6 +84,7 @@ class DataConfig(StrictModel):
     mask: list[MaskRule] = Field(default_factory=list)
     mask_value: float = 0.0  # value written into the slots of a masked concept (the paper zeroes them)
     real: RealDataConfig | None = None  # None: images come from G
+    force_memory: bool = False  # train even when the training set is estimated not to fit in memory
 
     @model_validator(mode="before")
     @classmethod
@@ -91,7 +92,8 @@ class DataConfig(StrictModel):
         # YAML reads `held_out: [11]` or `--set data.held_out=[011]` as numbers; class names are digit strings.
         if not isinstance(data, dict):
             return data
-        width = len(data.get("concepts") or {"color": 0, "size": 0})
+        concepts = data.get("concepts")
+        width = len(concepts) if isinstance(concepts, dict) and concepts else 2  # anything else fails validation
 
         def fix(names: Any) -> Any:
             if not isinstance(names, list):
@@ -177,7 +179,7 @@ class TrainConfig(StrictModel):
     # Steps whose loss or gradient norm is not finite: skipped (no update) up to this many in a run, then training
     # stops with an error; 0 stops at the first one.
     max_nonfinite: int = Field(0, ge=0)
-    n_checkpoints: int = Field(30, ge=1)
+    n_checkpoints: int = Field(30, ge=1, le=100_000)  # each one is a weights file and an evaluation
     # quadratic: the paper's sqrt-linspace (dense early); log: denser still; linear: even.
     checkpoint_spacing: Literal["quadratic", "log", "linear"] = "quadratic"
     first_checkpoint: int = Field(50, ge=1)
@@ -212,7 +214,7 @@ class EvalConfig(StrictModel):
     """Evaluation of checkpoints and the trajectory analysis (learning speed, memorisation, sudden turns)."""
 
     n_samples: int = Field(32, ge=1)  # generations per class per checkpoint
-    seed: int = Field(0, ge=0)  # initial noise, shared by every checkpoint so trajectories are comparable
+    seed: int = Field(0, ge=0, lt=2**31)  # initial noise, shared by every checkpoint so trajectories are comparable
     batch_size: int = Field(256, ge=1)
     threshold: float = Field(0.8, gt=0.0, le=1.0)  # learning time: accuracy above this ...
     run_length: int = Field(3, ge=1)  # ... for this many consecutive checkpoints (first reached) ...
@@ -263,7 +265,7 @@ class ElicitConfig(StrictModel):
 class ExperimentConfig(StrictModel):
     """Everything a run depends on. Saved verbatim (resolved) in every run directory."""
 
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, lt=2**31)  # torch and numpy seeds; (seed, step) seeds every training step
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = Field(default_factory=DiffusionConfig)

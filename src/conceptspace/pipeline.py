@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from .config import ExperimentConfig
+from .data.concepts import ConceptSpace
 from .rundir import RunDir, read_json, writes_run
 
 logger = logging.getLogger(__name__)
@@ -18,6 +19,9 @@ def elicit_and_score(run_dir: Path, cfg: ExperimentConfig, tag: str = "default",
     from .readout.elicit import elicit_run
 
     if len(cfg.elicit.methods) == 0:
+        return RunDir(run_dir, tag).read_metrics()
+    if not ConceptSpace.from_config(cfg.data).held_out:
+        logger.info("%s: no held-out class, nothing to elicit", run_dir)
         return RunDir(run_dir, tag).read_metrics()
     elicit_run(run_dir, cfg, tag=tag, force=force)
     return add_onsets_to_metrics(run_dir, cfg, tag=tag)
@@ -40,6 +44,11 @@ def run_pipeline(run_dir: Path, cfg: ExperimentConfig, resume: bool = False, ove
     if resume and rd.info.is_file() and read_json(rd.info).get("status") == "done":
         logger.info("%s: training already done; evaluating what is new", run_dir)
     else:
+        # Everything that can fail is checked before minutes of training: the probe (trained or loaded, and held to
+        # its accuracy gate) and the data on disk.
+        from .readout.probe import check_probe_space, get_probe
+
+        check_probe_space(get_probe(cfg), ConceptSpace.from_config(cfg.data))
         # `run --resume` on a fresh directory simply starts: it makes `make demo` safe to repeat.
         train(run_dir, cfg, resume=resume and rd.config.is_file(), overwrite=overwrite)
     evaluate_run(run_dir, cfg, tag=tag, force=overwrite)

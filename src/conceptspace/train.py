@@ -27,7 +27,7 @@ from tqdm import tqdm
 from . import __version__
 from .config import ExperimentConfig, config_from_dict, config_to_yaml, load_config
 from .data.concepts import ConceptSpace
-from .data.datasets import ConceptImages, make_dataset
+from .data.datasets import ConceptImages, check_memory, make_dataset
 from .data.prompts import PromptLayout, mask_prompts
 from .errors import ConceptspaceError
 from .model.checkpoints import (
@@ -298,6 +298,7 @@ def train(
     row goes to `callbacks` (objects with `on_row(row)`) and to the writers of `cfg.train.tracking`.
     """
     run_dir = Path(run_dir)
+    check_memory(cfg, ConceptSpace.from_config(cfg.data))  # before anything is written: a refusal leaves no trace
     cfg = _prepare_run_dir(cfg, run_dir, resume, overwrite)
     t = cfg.train
     torch.set_num_threads(t.threads or os.cpu_count() or 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,6 +12,7 @@ from ..config import ExperimentConfig
 from ..data.concepts import ConceptSpace, sample_values
 from ..data.prompts import encode_prompt
 from ..data.render import render_space
+from .sources import DataSourceError
 
 
 @dataclass
@@ -30,6 +32,12 @@ class ConceptImages:
 
 def render_classes(space: ConceptSpace, names: list[str], mode: str, rng: np.random.Generator) -> ConceptImages:
     """Render one image per entry of `names` (train or test mode) with its prompt."""
+    if not names:  # e.g. no held-out class: an empty set, not an error
+        from .prompts import PromptLayout
+
+        side = space.image_size
+        return ConceptImages(torch.zeros(0, 3, side, side), torch.zeros(0, PromptLayout.for_space(space).dim),
+                             np.zeros((0, len(space.concepts)), dtype=np.int64))
     ids = space.class_ids(names)
     values = sample_values(space, ids, mode, rng)
     images = render_space(values, space, rng)
@@ -59,9 +67,31 @@ def real_classes(cfg: ExperimentConfig, space: ConceptSpace, names: list[str], p
     return ConceptImages(torch.from_numpy(real.images[keep]), torch.from_numpy(onehot_prompts(space, ids)), ids)
 
 
+def dataset_bytes(cfg: ExperimentConfig, space: ConceptSpace) -> int:
+    """Bytes of the training set as float32 images (plus the OOD images), before it is allocated."""
+    side = cfg.data.image_size
+    n = len(space.train_classes) * cfg.data.n_per_class + len(space.held_out) * cfg.data.n_ood
+    return n * 3 * side * side * 4
+
+
+def check_memory(cfg: ExperimentConfig, space: ConceptSpace, fraction: float = 0.8) -> None:
+    """Refuse, with the estimate, a training set that cannot fit in this machine's memory (data.force_memory: try)."""
+    need = dataset_bytes(cfg, space) * 2  # rendering holds a second copy while it blurs and stacks
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > fraction * total and not cfg.data.force_memory:
+        raise DataSourceError(
+            f"the training set needs about {need / 2**30:.1f} GiB ({cfg.data.n_per_class} images per class at "
+            f"{cfg.data.image_size} px) and this machine has {total / 2**30:.1f} GiB; lower data.n_per_class or "
+            "data.image_size, or set data.force_memory=true to try anyway")
+
+
 def make_dataset(cfg: ExperimentConfig) -> TrainingData:
     """Bit-identical for a given config and seed, in any process (own generator, fixed draw order)."""
     space = ConceptSpace.from_config(cfg.data)
+    check_memory(cfg, space)
     rng = np.random.default_rng([cfg.seed, 0])
     if space.is_real:
         full = real_classes(cfg, space, space.train_classes, cfg.data.n_per_class, rng)
