@@ -75,9 +75,10 @@ def elicitation_reading(name: str, e: dict) -> list[str]:
              f"read from step {_step(start)}, when the training classes are drawn): {on}."]
     k = e.get("naive_tries", 1)
     if k > 1:
+        held = e.get("naive_best_of_k_onset")
         lines.append(f"Naive prompting given {k} tries (initial-noise seeds, as many as the largest intervention "
-                     f"grid) holds from step {_step(e.get('naive_best_of_k_onset'))}; interventions are compared with "
-                     "that.")
+                     f"grid) {'never holds the threshold' if held is None else f'holds from step {held}'}; "
+                     "interventions are compared with that.")
     for m, passed in (e.get("hidden") or {}).items():
         lead, ctl = e["lead_steps"].get(m), e["control"].get(m, {})
         if lead is None:
