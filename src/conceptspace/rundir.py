@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import socket
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -123,8 +124,9 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except (ValueError, OSError, EOFError) as exc:
-        raise RunDirError(f"{path}: damaged array file ({exc})") from None
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        raise RunDirError(f"{path}: damaged array file ({type(exc).__name__}: {exc}); rerun the command that wrote "
+                          "it with --force") from None
 
 
 # ------------------------------------------------------------------------------------------ one writer at a time

@@ -312,6 +312,10 @@ def train(
                             weight_decay=t.weight_decay)
     start = _load_resume_state(run_dir, model, objective, opt) if resume else 0
     rd = RunDir(run_dir)
+    for tmp in rd.root.glob(".*.tmp*"):  # a killed atomic write leaves its temporary file: never read, removed
+        tmp.unlink()
+    for tmp in rd.checkpoints.glob(".*.tmp*") if rd.checkpoints.is_dir() else []:
+        tmp.unlink()
     metrics_path = rd.log
     _truncate_metrics(metrics_path, start)
 
@@ -375,12 +379,17 @@ def train(
                     if step in save_at:
                         row["val_loss"] = evaluate_loss(objective, model, data.val, cfg.seed + 1, device)
                         row["ood_loss"] = evaluate_loss(objective, model, data.ood, cfg.seed + 2, device)
-                        _save_checkpoint(run_dir, cfg, step, model, objective, opt)
                         row["checkpoint"] = rd.checkpoint(step).name
+                    # The row goes to disk before its checkpoint: a kill in between resumes from the previous
+                    # checkpoint, which drops this row and writes it again, so no checkpoint is ever without its row.
+                    log.write(json.dumps(row) + "\n")
+                    log.flush()
+                    if step in save_at:
+                        os.fsync(log.fileno())
+                        _save_checkpoint(run_dir, cfg, step, model, objective, opt)
                         if not show:
                             logger.info("step %d/%d  loss %.4g  val %.4g  %.1f steps/s", step, t.steps, row["loss"],
                                         row["val_loss"], row["steps_per_s"])
-                    log.write(json.dumps(row) + "\n")
                     send(callbacks, row)
                     bar.set_postfix(loss=f"{row['loss']:.4g}")
                 if stop.requested:  # SIGTERM: stop between steps, resumable from the last checkpoint

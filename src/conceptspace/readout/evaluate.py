@@ -118,9 +118,9 @@ def over_new_checkpoints(run_dir: Path, path: Path, arrays: dict[str, np.ndarray
             logger.info("%s: checkpoint %d of %d (step %d)", desc, i + 1, len(todo), step)
         try:
             _, model, objective, _ = load_checkpoint(ckpt, device)
-        except CheckpointError as exc:
-            logger.warning("skipping %s", exc)
-            continue
+        except CheckpointError as exc:  # a reading without this checkpoint would quietly shift every onset
+            raise RunDirError(f"{exc}; the readings need every checkpoint (train --resume rewrites the last ones, "
+                              "or move the file away to evaluate without it)") from None
         new = {"steps": np.array([step]), **per_checkpoint(model, objective)}
         if arrays:
             order = np.argsort(np.concatenate([arrays["steps"], new["steps"]]), kind="stable")
