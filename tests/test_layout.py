@@ -38,3 +38,37 @@ def test_public_api_is_lazy_and_complete():
             "for n in cs.__all__: getattr(cs, n)\nprint('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_no_import_cycles_between_modules():
+    """Module-level relative imports form no cycle (imports inside functions are how a stage reaches a later one)."""
+    import ast
+
+    graph = {}
+    for path in SRC.rglob("*.py"):
+        mod = ".".join(path.relative_to(SRC).with_suffix("").parts)
+        pkg = mod.rsplit(".", 1)[0] if "." in mod and path.name != "__init__.py" else ("" if "." not in mod else mod)
+        if path.name == "__init__.py":
+            mod = pkg = mod.removesuffix(".__init__").removesuffix("__init__")
+        deps = set()
+        for node in ast.parse(path.read_text()).body:  # top level only
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = pkg.split(".") if pkg else []
+                base = base[:len(base) - (node.level - 1)] if node.level > 1 else base
+                target = ".".join([*base, node.module] if node.module else base)
+                deps.add(target)
+        graph[mod] = {d for d in deps if d in graph or (SRC / (d.replace(".", "/") + ".py")).is_file()}
+
+    def visit(node, stack, done):
+        if node in stack:
+            raise AssertionError("import cycle: " + " -> ".join([*stack[stack.index(node):], node]))
+        if node in done:
+            return
+        for dep in graph.get(node, ()):
+            visit(dep, [*stack, node], done)
+        done.add(node)
+
+    done: set = set()
+    for node in graph:
+        visit(node, [], done)
+    assert "cli" in graph and graph["analysis.onsets"] == set()

@@ -216,23 +216,11 @@ def cmd_toy_model(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from .report.run_page import summary_table
+    from .report.run_page import seeds_figure, summary_table
 
     print(summary_table(args.run_dirs, args.tag))
     if args.figure:
-        from .report.plots import plot_elicitation_seeds
-        from .rundir import RunDir, load_npz
-
-        runs = {}
-        for d in args.run_dirs:
-            path = RunDir(d, args.tag).elicitation
-            if path.is_file():
-                e = load_npz(path)
-                runs[d] = {"steps": e["steps"], "methods": [str(m) for m in e["methods"]], "joint": e["joint"][:, :, 0],
-                           "held": str(e["held_out"][0])}
-        if not runs:
-            raise ConceptspaceError("no eval/default/elicitation.npz in these runs: run `conceptspace elicit` first")
-        plot_elicitation_seeds(runs, next(iter(runs.values()))["held"]).savefig(args.figure, dpi=110)
+        seeds_figure(args.run_dirs, args.tag).savefig(args.figure, dpi=110)
         print(f"wrote {args.figure}")
     return 0
 

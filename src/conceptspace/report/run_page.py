@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 
 from ..analysis.run_metrics import trajectory_arrays
 from ..config import ExperimentConfig, config_to_yaml
+from ..errors import ConceptspaceError
 from ..report import plots
 from ..rundir import RunDir, atomic_write, load_npz, write_text, writes_run
 
@@ -217,3 +218,17 @@ def summary_table(run_dirs: list[str], tag: str = "default") -> str:
             rows.append(f"| {Path(d).name} | {name} | {learned} | {final} | {t.get('memorised_toward') or '-'} | "
                         f"{turn} | {onsets or '-'} | {gap} | {hidden} |")
     return "\n".join(rows)
+
+
+def seeds_figure(run_dirs: list[str], tag: str = "default"):
+    """Held-out joint accuracy per elicitation across runs (e.g. seeds): each run's best of grid, and the mean."""
+    runs = {}
+    for d in run_dirs:
+        path = RunDir(d, tag).elicitation
+        if path.is_file():
+            e = load_npz(path)
+            runs[d] = {"steps": e["steps"], "methods": [str(m) for m in e["methods"]], "joint": e["joint"][:, :, 0],
+                       "held": str(e["held_out"][0])}
+    if not runs:
+        raise ConceptspaceError(f"no eval/{tag}/elicitation.npz in these runs: run `conceptspace elicit` first")
+    return plots.plot_elicitation_seeds(runs, next(iter(runs.values()))["held"])
