@@ -268,3 +268,8 @@ def test_a_damaged_artifact_is_one_line_or_a_documented_fallback(finished_micro_
         elif artifact not in ("metrics.json", "metrics.jsonl", "run.json", "resume.safetensors"):
             # exit 0 with a damaged input is only allowed when the numbers are still the run's own
             assert (run / "metrics.json").read_text() == original, command
+
+
+def test_summary_of_a_directory_without_metrics_is_one_line(tmp_path, capsys):
+    assert main(["summary", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith("error: ")

@@ -203,6 +203,9 @@ def summary_table(run_dirs: list[str], tag: str = "default") -> str:
     rows = [head]
     for d in run_dirs:
         m = RunDir(d, tag).read_metrics()
+        if "classes" not in m:
+            raise ConceptspaceError(f"{d}: no metrics yet (not evaluated, or not a run directory); run "
+                                    "`conceptspace evaluate` or `conceptspace run` first")
         for name, c in m["classes"].items():
             if not c["held_out"]:
                 continue
