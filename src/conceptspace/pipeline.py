@@ -13,7 +13,8 @@ from .rundir import RunDir, read_json, writes_run
 logger = logging.getLogger(__name__)
 
 
-def elicit_and_score(run_dir: Path, cfg: ExperimentConfig, tag: str = "default", force: bool = False) -> dict:
+def elicit_and_score(run_dir: Path, cfg: ExperimentConfig, tag: str = "default", force: bool = False,
+                     probe=None) -> dict:
     """Elicit every (new) checkpoint and merge the onsets into metrics.json (returned)."""
     from .analysis.run_metrics import add_onsets_to_metrics
     from .readout.elicit import elicit_run
@@ -23,7 +24,7 @@ def elicit_and_score(run_dir: Path, cfg: ExperimentConfig, tag: str = "default",
     if not ConceptSpace.from_config(cfg.data).held_out:
         logger.info("%s: no held-out class, nothing to elicit", run_dir)
         return RunDir(run_dir, tag).read_metrics()
-    elicit_run(run_dir, cfg, tag=tag, force=force)
+    elicit_run(run_dir, cfg, tag=tag, force=force, probe=probe)
     return add_onsets_to_metrics(run_dir, cfg, tag=tag)
 
 
@@ -40,20 +41,21 @@ def run_pipeline(run_dir: Path, cfg: ExperimentConfig, resume: bool = False, ove
 
     # Evaluation runs in this process too: keep it to the run's thread budget (sweeps run one thread per core).
     torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)
+    from .readout.probe import check_probe_space, get_probe
+
     rd = RunDir(run_dir)
+    # The probe is trained (or loaded) and held to its accuracy gate once, before minutes of training, and
+    # passed to the stages that read with it; arrays and metrics go through the run directory.
+    probe = get_probe(cfg)
+    check_probe_space(probe, ConceptSpace.from_config(cfg.data))
     if resume and rd.info.is_file() and read_json(rd.info).get("status") == "done":
         logger.info("%s: training already done; evaluating what is new", run_dir)
     else:
-        # Everything that can fail is checked before minutes of training: the probe (trained or loaded, and held to
-        # its accuracy gate) and the data on disk.
-        from .readout.probe import check_probe_space, get_probe
-
-        check_probe_space(get_probe(cfg), ConceptSpace.from_config(cfg.data))
         # `run --resume` on a fresh directory simply starts: it makes `make demo` safe to repeat.
         train(run_dir, cfg, resume=resume and rd.config.is_file(), overwrite=overwrite)
-    evaluate_run(run_dir, cfg, tag=tag, force=overwrite)
+    evaluate_run(run_dir, cfg, tag=tag, force=overwrite, probe=probe)
     analyze_run(run_dir, cfg, tag=tag)
-    metrics = elicit_and_score(run_dir, cfg, tag=tag, force=overwrite)
+    metrics = elicit_and_score(run_dir, cfg, tag=tag, force=overwrite, probe=probe)
     report = write_report(run_dir, cfg, tag=tag)
     for line in reading(metrics):
         print(line)

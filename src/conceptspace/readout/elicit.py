@@ -146,7 +146,7 @@ def elicit_checkpoint(model, objective, cfg: ExperimentConfig, space: ConceptSpa
 
 @writes_run
 def elicit_run(run_dir: str | Path, cfg: ExperimentConfig, tag: str = "default", force: bool = False,
-               progress: bool | None = None) -> Path:
+               progress: bool | None = None, probe=None) -> Path:
     """Evaluate every (new) checkpoint under every elicitation; returns the path of elicitation.npz."""
     run_dir = Path(run_dir)
     read_run_info(run_dir)
@@ -166,7 +166,7 @@ def elicit_run(run_dir: str | Path, cfg: ExperimentConfig, tag: str = "default",
                 "probe": cfg.probe.model_dump(mode="json", exclude={"cache_dir"}), "seed": cfg.eval.seed}
     arrays = open_eval_file(path, settings, force)
     device = resolve_device(cfg.train.device)
-    probe = get_probe(cfg, progress).to(device)
+    probe = (probe or get_probe(cfg, progress)).to(device)  # the main job passes the probe it already holds
     check_probe_space(probe, space)
     donors = {}
     steps_all = [s for s, _ in ckpts]

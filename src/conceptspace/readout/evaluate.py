@@ -136,7 +136,7 @@ def over_new_checkpoints(run_dir: Path, path: Path, arrays: dict[str, np.ndarray
 
 @writes_run
 def evaluate_run(run_dir: str | Path, cfg: ExperimentConfig | None = None, tag: str = "default",
-                 force: bool = False, progress: bool | None = None) -> Path:
+                 force: bool = False, progress: bool | None = None, probe=None) -> Path:
     """Evaluate every (new) checkpoint of a run; returns the path of the arrays file."""
     from ..train import load_run_config, resolve_device
 
@@ -153,7 +153,7 @@ def evaluate_run(run_dir: str | Path, cfg: ExperimentConfig | None = None, tag: 
     arrays = open_eval_file(path, eval_settings(cfg), force)
     space = ConceptSpace.from_config(cfg.data)
     device = resolve_device(cfg.train.device)
-    probe = get_probe(cfg, progress).to(device)
+    probe = (probe or get_probe(cfg, progress)).to(device)  # the main job passes the probe it already holds
     check_probe_space(probe, space)
     # The analytic probe inverts G: a cross-check for synthetic data only.
     analytic = None if space.is_real else probe if isinstance(probe, AnalyticProbe) else AnalyticProbe.calibrate(space)
