@@ -200,6 +200,7 @@ class RunDir:
         object.__setattr__(self, "root", Path(self.root))
 
     def with_tag(self, tag: str) -> "RunDir":
+        """The same run directory, another evaluation."""
         return RunDir(self.root, tag)
 
     config = property(lambda self: self.root / "config.yaml")
@@ -215,6 +216,7 @@ class RunDir:
     lock = property(lambda self: self.root / ".lock")
 
     def checkpoint(self, step: int) -> Path:
+        """Path of the weights at a training step."""
         return self.checkpoints / f"step={step:09d}.safetensors"
 
     @property
@@ -299,9 +301,11 @@ class RunDir:
         return removed
 
     def is_run(self) -> bool:
+        """Whether the directory holds a run (config.yaml and run.json)."""
         return self.config.is_file() and self.info.is_file()
 
     def read_info(self) -> dict:
+        """run.json (RunDirError when the directory is not a run)."""
         if not self.is_run():
             raise RunDirError(f"{self.root}: not a run directory (no config.yaml / run.json)")
         return read_json(self.info)

@@ -118,6 +118,7 @@ class AnalyticProbe:
         return self
 
     def predict_proba(self, images: np.ndarray) -> list[np.ndarray]:
+        """[N, 3, H, W] images in [0, 1] -> per concept [N, n_values] probabilities."""
         feats = image_features(images)
         out = []
         for c, mu, sd in zip(self.space.concepts, self.means_, self.scales_):
@@ -248,6 +249,7 @@ class LearnedProbe:
 
     @torch.no_grad()
     def predict_proba(self, images: np.ndarray | torch.Tensor, batch_size: int = 1024) -> list[np.ndarray]:
+        """[N, 3, H, W] images in [0, 1] -> per concept [N, n_values] probabilities (softmax of each head)."""
         device = next(self.net.parameters()).device
         x = torch.as_tensor(np.asarray(images, dtype=np.float32)).clamp(0, 1)
         self.net.eval()
