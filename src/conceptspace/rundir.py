@@ -111,9 +111,32 @@ def read_jsonl(path: str | Path) -> list[dict]:
     return rows
 
 
+# Arrays written or read in this process, by path, with the file's (mtime, size) when they were: the main job's
+# stages hand their arrays forward through this instead of decompressing the file again; any change of the file on
+# disk (another process, a damaged copy) invalidates the entry. Cached arrays are read-only.
+_NPZ_MEMO: dict[str, tuple[tuple[int, int], dict[str, np.ndarray]]] = {}
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_mtime_ns, st.st_size
+
+
+def _remember(path: Path, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    frozen = {}
+    for k, v in arrays.items():
+        v = np.array(v, copy=True)
+        v.flags.writeable = False
+        frozen[k] = v
+    _NPZ_MEMO[str(path.resolve())] = (_stamp(path), frozen)
+    return dict(frozen)
+
+
 def save_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
-    """Atomic compressed npz write (no pickled objects)."""
-    return atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))
+    """Atomic compressed npz write (no pickled objects); the arrays stay at hand for the next stage."""
+    path = atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))
+    _remember(path, arrays)
+    return path
 
 
 def load_npz(path: str | Path) -> dict[str, np.ndarray]:
@@ -121,9 +144,12 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise RunDirError(f"{path}: not found")
+    memo = _NPZ_MEMO.get(str(path.resolve()))
+    if memo is not None and memo[0] == _stamp(path):
+        return dict(memo[1])
     try:
         with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+            return _remember(path, {k: z[k] for k in z.files})
     except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
         raise RunDirError(f"{path}: damaged array file ({type(exc).__name__}: {exc}); rerun the command that wrote "
                           "it with --force") from None

@@ -50,7 +50,7 @@ from .rundir import (  # noqa: F401  (RunDirError re-exported)
     write_text,
     writes_run,
 )
-from .tracking import build_callbacks, close, send
+from .tracking import Callback, build_callbacks, close, send
 
 logger = logging.getLogger(__name__)
 
@@ -290,7 +290,7 @@ def train(
     overwrite: bool = False,
     progress: bool | None = None,
     on_step: Callable[[int], None] | None = None,
-    callbacks: list | None = None,
+    callbacks: list[Callback] | None = None,
 ) -> Path:
     """Train a run to `cfg.train.steps`; returns the run directory.
 
