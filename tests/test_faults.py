@@ -209,6 +209,7 @@ VALUES = ["0", "-1", "1e308", ".nan", "-.inf", "2e40", "1180591620717411303424",
           "[1, 2]", "{a: 1}", "true", "0.5", "-0.5", "3", "[[]]", "'11'", "[00, 11]"]
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # 1e308 overflows in the signal's pixel arithmetic: fine
 def test_fuzzed_settings_give_exit_0_or_2_and_one_line(capsys):
     """Property: any single setting, whatever its value, gives exit code 0 or 2 and never a traceback."""
     from hypothesis import HealthCheck, given, settings
@@ -273,3 +274,32 @@ def test_a_damaged_artifact_is_one_line_or_a_documented_fallback(finished_micro_
 def test_summary_of_a_directory_without_metrics_is_one_line(tmp_path, capsys):
     assert main(["summary", str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_more_settings_that_used_to_end_in_a_traceback(tmp_path, capsys):
+    # no held-out class: a valid space (nothing to elicit), not a reshape error leaving a config.yaml behind
+    run = tmp_path / "no_held_out"
+    assert main(["run", "configs/micro.yaml", "--run-dir", str(run), "--set", "data.held_out=[]",
+                 "--set", "probe.kind=analytic"]) == 0
+    # a YAML file that is a bare string; a seed beyond any generator; a checkpoint count no disk could hold
+    bare = tmp_path / "bare.yaml"
+    bare.write_text("just a string\n")
+    for args in (["signal", str(bare)], ["signal", "configs/micro.yaml", "--set", f"seed={2**70}"],
+                 ["signal", "configs/micro.yaml", "--set", "train.n_checkpoints=1000000000"]):
+        capsys.readouterr()
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_what_cannot_work_fails_before_training(tmp_path, capsys):
+    big = tmp_path / "big"
+    assert main(["train", "configs/micro.yaml", "--run-dir", str(big), "--set", "data.image_size=512",
+                 "--set", "data.n_per_class=2048"]) == 2
+    assert "GiB" in capsys.readouterr().err and not big.exists()  # refused before anything was written
+    gated = tmp_path / "gated"
+    assert main(["run", "configs/micro.yaml", "--run-dir", str(gated), "--set", "probe.steps=1",
+                 "--set", f"probe.cache_dir={tmp_path / 'probes'}", "--set", "probe.n_train_per_class=8",
+                 "--set", "probe.n_test_per_class=8"]) == 2
+    assert "reaches only" in capsys.readouterr().err
+    assert not (gated / "checkpoints").exists()  # the probe's gate is checked before any training step

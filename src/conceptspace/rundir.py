@@ -174,6 +174,7 @@ def locked(root: str | Path) -> Iterator[None]:
         finally:
             _HELD[key][1] -= 1
         return
+    created = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
     fh = open(root / ".lock", "a+")
     try:
@@ -193,6 +194,9 @@ def locked(root: str | Path) -> Iterator[None]:
         yield
     finally:
         del _HELD[key]
+        if created and [p.name for p in root.iterdir()] == [".lock"]:
+            (root / ".lock").unlink()  # a refused command leaves no folder it made behind
+            root.rmdir()
         fcntl.flock(fh, fcntl.LOCK_UN)
         fh.close()
 
