@@ -58,7 +58,8 @@ def test_every_shipped_config_runs_from_an_empty_cache(config, tmp_path, monkeyp
 
 
 @pytest.mark.slow
-def test_shipped_sweep_specs_expand_and_their_first_point_runs(tmp_path):
+def test_shipped_sweep_specs_expand_to_points_of_runnable_configs(tmp_path):
+    """Their base configs are the shipped configs run above; each spec expands to valid points."""
     from conceptspace.sweeps import expand, load_spec
 
     for spec in sorted(Path("configs/sweeps").glob("*.yaml")):
