@@ -99,3 +99,32 @@ def torch_equal(x, y) -> bool:
     import torch
 
     return bool(torch.equal(x, y))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay", [1.0, 2.5])
+def test_kill_minus_9_during_evaluation_then_catch_up_gives_the_same_arrays(delay, tmp_path):
+    """kill -9 of an evaluation part-way (after `delay` seconds), then evaluate again: the arrays equal an
+    uninterrupted evaluation's (each checkpoint's readings are written atomically as they come)."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import numpy as np
+
+    run = tmp_path / "r"
+    assert main(["train", "configs/micro.yaml", "--run-dir", str(run), "--set", "train.n_checkpoints=12"]) == 0
+    ref = tmp_path / "ref"
+    shutil.copytree(run, ref)
+    assert main(["evaluate", str(ref), "--set", "probe.kind=analytic"]) == 0
+    proc = subprocess.Popen([sys.executable, "-m", "conceptspace.cli", "evaluate", str(run), "--set",
+                             "probe.kind=analytic"], stderr=subprocess.DEVNULL)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert main(["evaluate", str(run), "--set", "probe.kind=analytic"]) == 0
+    a = np.load(ref / "eval" / "default" / "concept_probs.npz")
+    b = np.load(run / "eval" / "default" / "concept_probs.npz")
+    assert all(np.array_equal(a[k], b[k]) for k in a.files)
