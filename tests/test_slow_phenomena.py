@@ -128,3 +128,33 @@ def test_kill_minus_9_during_evaluation_then_catch_up_gives_the_same_arrays(dela
     a = np.load(ref / "eval" / "default" / "concept_probs.npz")
     b = np.load(run / "eval" / "default" / "concept_probs.npz")
     assert all(np.array_equal(a[k], b[k]) for k in a.files)
+
+
+@pytest.mark.slow
+def test_kill_minus_9_of_a_sweep_then_rerun_finishes_with_the_same_results(tmp_path):
+    """kill -9 of a whole sweep (its process group, workers included) part-way, then the same command again: every
+    point is done and each run's metrics equal those of a sweep that was never killed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"base": str(Path("configs/micro.yaml").resolve()),
+                                    "set": {"probe.kind": "analytic", "elicit.methods": ["naive"]},
+                                    "grid": {"seed": [0, 1, 2]}}))
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "ref"), "--workers", "2"]) == 0
+    proc = subprocess.Popen([sys.executable, "-m", "conceptspace.cli", "sweep", str(spec), "--out",
+                             str(tmp_path / "killed"), "--workers", "2"], start_new_session=True,
+                            stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    time.sleep(6)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "killed"), "--workers", "2"]) == 0
+    for seed in range(3):
+        a, b = (json.loads((tmp_path / d / f"seed={seed}" / "metrics.json").read_text()) for d in ("ref", "killed"))
+        assert a["classes"] == b["classes"] and a["elicitation"]["11"]["onset_step"] == \
+            b["elicitation"]["11"]["onset_step"]
