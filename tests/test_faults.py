@@ -303,3 +303,13 @@ def test_what_cannot_work_fails_before_training(tmp_path, capsys):
                  "--set", "probe.n_test_per_class=8"]) == 2
     assert "reaches only" in capsys.readouterr().err
     assert not (gated / "checkpoints").exists()  # the probe's gate is checked before any training step
+
+
+def test_report_elicit_and_analyze_before_evaluation_say_what_to_run(tmp_path, capsys):
+    run = tmp_path / "r"
+    assert main(["train", "configs/micro.yaml", "--run-dir", str(run)]) == 0
+    for command in ("report", "elicit", "analyze"):
+        capsys.readouterr()
+        assert main([command, str(run)]) == 2
+        err = capsys.readouterr().err
+        assert "not evaluated yet" in err and "conceptspace evaluate" in err and err.count("\n") == 1

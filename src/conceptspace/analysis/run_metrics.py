@@ -8,7 +8,7 @@ import numpy as np
 
 from ..config import ExperimentConfig
 from ..data.concepts import ConceptSpace
-from ..rundir import RunDir, load_npz, writes_run
+from ..rundir import RunDir, RunDirError, load_npz, writes_run
 from .onsets import onset_metrics
 from .trajectories import analyze, coordinates, hard_accuracy, smooth
 
@@ -60,6 +60,9 @@ def trajectory_arrays(cfg: ExperimentConfig, arrays: dict[str, np.ndarray]) -> t
 def analyze_run(run_dir: str | Path, cfg: ExperimentConfig, tag: str = "default") -> dict:
     """Compute and write `metrics.json` in the run directory (merged with what other steps wrote there)."""
     rd = RunDir(run_dir, tag)
+    if not rd.trajectory_source.is_file():
+        raise RunDirError(f"{run_dir}: not evaluated yet (no {rd.concept_probs.relative_to(rd.root)}); run "
+                          "`conceptspace evaluate` (or `conceptspace run --resume`) first")
     return rd.update_metrics(run_metrics(cfg, load_npz(rd.trajectory_source)))
 
 
