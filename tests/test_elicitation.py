@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from conceptspace.analysis.onsets import onset_metrics
+from conceptspace.analysis.onsets import joint_accuracy, onset_metrics
 from conceptspace.config import load_config
 from conceptspace.data.concepts import ConceptSpace
 from conceptspace.data.prompts import class_prompts
@@ -11,7 +11,6 @@ from conceptspace.readout.elicitation import (
     Elicitation,
     ElicitationError,
     build_elicitations,
-    joint_accuracy,
     latent_hook,
     latent_rows,
     overprompt_prompt,

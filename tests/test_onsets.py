@@ -8,12 +8,13 @@ import torch
 from conceptspace.analysis.onsets import (
     censored_lead,
     first_reached,
+    hard_accuracy,
     held_from,
     joint_accuracy,
     onset,
     onset_metrics,
 )
-from conceptspace.analysis.trajectories import analyze, hard_accuracy, learning_step
+from conceptspace.analysis.trajectories import analyze, learning_step
 from conceptspace.config import load_config
 from conceptspace.data.concepts import ConceptSpace
 from conceptspace.data.prompts import class_prompts

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
+from conceptspace.analysis.onsets import first_reached
 from conceptspace.analysis.trajectories import (
     coordinates,
     corners,
-    first_sustained,
     heading_change,
     learning_step,
     memorisation,
@@ -33,7 +33,7 @@ def test_coordinates_and_corners():
 
 def test_threshold_crossing_at_known_step():
     acc = np.clip((np.arange(40) - 10) / 10, 0, 1)  # reaches 0.8 at index 18
-    assert first_sustained(acc, STEPS, 0.8, 3) == STEPS[18]
+    assert STEPS[first_reached(acc, 0.8, 3)] == STEPS[18]
     assert learning_step(acc, STEPS, 0.8, sigma=0.0, run_length=3) == STEPS[18]
     assert learning_step(np.full(40, 0.5), STEPS) is None
 
@@ -42,7 +42,7 @@ def test_run_length_ignores_a_single_spike():
     acc = np.zeros(40)
     acc[5] = 1.0
     acc[30:] = 1.0
-    assert first_sustained(acc, STEPS, 0.8, 3) == STEPS[30]
+    assert STEPS[first_reached(acc, 0.8, 3)] == STEPS[30]
 
 
 def test_l_shaped_path_turns_at_the_corner():

@@ -122,10 +122,11 @@ def _stamp(path: Path) -> tuple[int, int]:
     return st.st_mtime_ns, st.st_size
 
 
-def _remember(path: Path, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _remember(path: Path, arrays: dict[str, np.ndarray], copy: bool) -> dict[str, np.ndarray]:
+    # The caller's arrays are copied (it may change them later); arrays just read from the file are not.
     frozen = {}
     for k, v in arrays.items():
-        v = np.array(v, copy=True)
+        v = np.array(v, copy=True) if copy else v
         v.flags.writeable = False
         frozen[k] = v
     _NPZ_MEMO[str(path.resolve())] = (_stamp(path), frozen)
@@ -135,7 +136,7 @@ def _remember(path: Path, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray
 def save_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
     """Atomic compressed npz write (no pickled objects); the arrays stay at hand for the next stage."""
     path = atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))
-    _remember(path, arrays)
+    _remember(path, arrays, copy=True)
     return path
 
 
@@ -149,7 +150,7 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
         return dict(memo[1])
     try:
         with np.load(path, allow_pickle=False) as z:
-            return _remember(path, {k: z[k] for k in z.files})
+            return _remember(path, {k: z[k] for k in z.files}, copy=False)
     except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
         raise RunDirError(f"{path}: damaged array file ({type(exc).__name__}: {exc}); rerun the command that wrote "
                           "it with --force") from None
@@ -316,8 +317,11 @@ class RunDir:
                 found += [p for p in figures.iterdir() if p.suffix in (".png", ".gif")]
         if (root / "tensorboard").is_dir():
             found += [p for p in (root / "tensorboard").iterdir() if p.name.startswith("events.out.tfevents")]
-        found += [p for p in root.rglob(".*.tmp*") if p.is_file()]  # leftovers of killed atomic writes
-        return found
+        return found + self.stale_temp_files()
+
+    def stale_temp_files(self) -> list[Path]:
+        """Temporary files of killed atomic writes (never read by anything)."""
+        return [p for p in self.root.rglob(".*.tmp*") if p.is_file()]
 
     def clear(self) -> list[Path]:
         """Remove every file the tool wrote (and folders left empty by that); returns what was removed."""

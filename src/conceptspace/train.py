@@ -312,9 +312,7 @@ def train(
                             weight_decay=t.weight_decay)
     start = _load_resume_state(run_dir, model, objective, opt) if resume else 0
     rd = RunDir(run_dir)
-    for tmp in rd.root.glob(".*.tmp*"):  # a killed atomic write leaves its temporary file: never read, removed
-        tmp.unlink()
-    for tmp in rd.checkpoints.glob(".*.tmp*") if rd.checkpoints.is_dir() else []:
+    for tmp in rd.stale_temp_files():  # a killed atomic write leaves its temporary file: never read, removed
         tmp.unlink()
     metrics_path = rd.log
     _truncate_metrics(metrics_path, start)

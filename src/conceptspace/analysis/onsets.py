@@ -121,7 +121,9 @@ def control_reading(eval_arrays: dict[str, np.ndarray] | None, held: str, concep
         return out
     names = [str(n) for n in eval_arrays["classes"]]
     held_out = [n for n, h in zip(names, eval_arrays["held_out"]) if h]
-    acc = hard_accuracy(eval_arrays["preds"], names, eval_arrays.get("has_object"))[steps.index(step)]  # [P, C]
+    k = steps.index(step)
+    found = eval_arrays.get("has_object")
+    acc = hard_accuracy(eval_arrays["preds"][k:k + 1], names, None if found is None else found[k:k + 1])[0]  # [P, C]
     for kind in concepts:
         j = kinds.index(kind)
         for cls in control_classes(names, held_out, held, j):

@@ -9,8 +9,8 @@ import numpy as np
 from ..config import ExperimentConfig
 from ..data.concepts import ConceptSpace
 from ..rundir import RunDir, RunDirError, load_npz, writes_run
-from .onsets import onset_metrics
-from .trajectories import analyze, coordinates, hard_accuracy, smooth
+from .onsets import hard_accuracy, onset_metrics
+from .trajectories import analyze, coordinates, smooth
 
 
 def probe_agreement(arrays: dict[str, np.ndarray], kinds: list[str]) -> dict[str, float]:

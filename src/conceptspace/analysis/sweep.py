@@ -81,18 +81,8 @@ def speed(step: int | None) -> float:
 
 
 def class_speeds(runs: list[dict], concept: str, held_out: bool = True) -> list[tuple[float, float, float]]:
-    """(separation, signal, speed) of `concept` for the held-out classes (or the training classes whose value of
-    the concept is not the first one: the classes that must move away from value 0 to learn it), every run."""
-    out = []
-    for r in runs:
-        if concept not in r["sep"]:
-            continue
-        for name, c in r["classes"].items():
-            if concept not in c["learning_step"] or c["held_out"] != held_out:
-                continue
-            if held_out or name[list(c["learning_step"]).index(concept)] != "0":
-                out.append((r["sep"][concept], r["signal"].get(concept, np.nan), speed(c["learning_step"][concept])))
-    return out
+    """(separation, signal, speed) of `concept` for the classes of `class_learning`, every run (never = speed 0)."""
+    return [(p["sep"], p["signal"], speed(p["step"])) for p in class_learning(runs, concept, held_out)]
 
 
 def class_learning(runs: list[dict], concept: str, held_out: bool = True) -> list[dict]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from .onsets import first_reached, hard_accuracy, held_from, onset  # noqa: F401  (hard_accuracy re-exported)
+from .onsets import first_reached, hard_accuracy, held_from, onset
 
 
 def coordinates(probs: np.ndarray, n_values: list[int]) -> np.ndarray:
@@ -38,12 +38,6 @@ def smooth(x: np.ndarray, sigma: float) -> np.ndarray:
     if sigma <= 0 or len(x) < 2:
         return np.asarray(x, dtype=np.float64)
     return gaussian_filter1d(np.asarray(x, dtype=np.float64), sigma, axis=0, mode="nearest")
-
-
-def first_sustained(values: np.ndarray, steps: np.ndarray, threshold: float, run_length: int) -> int | None:
-    """First step that starts `run_length` consecutive checkpoints with value >= threshold (None if never)."""
-    i = first_reached(values, threshold, run_length)
-    return None if i is None else int(steps[i])
 
 
 def learning_step(accuracy: np.ndarray, steps: np.ndarray, threshold: float = 0.8, sigma: float = 1.5,

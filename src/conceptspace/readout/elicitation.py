@@ -27,7 +27,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..analysis.onsets import best_of_grid, joint_accuracy  # noqa: F401  (re-exported: the readings of an elicitation)
 from ..data.concepts import ConceptSpace
 from ..data.prompts import PromptLayout, class_prompts
 from ..errors import ConceptspaceError

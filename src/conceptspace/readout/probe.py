@@ -46,31 +46,37 @@ class ProbeError(ConceptspaceError):
 # ------------------------------------------------------------------------------------------ analytic probe
 
 
-def has_object(images: np.ndarray, min_contrast: float = 0.02) -> np.ndarray:
+BLANK_CONTRAST = 0.02  # an image whose pixels all stay this close to its border's colour has no object
+
+
+def _background(images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(clipped images [N, 3, H, W], background = border median [N, 3], distance to it per pixel [N, H, W])."""
+    x = np.asarray(images, dtype=np.float32).clip(0, 1)
+    border = np.concatenate([x[:, :, 0], x[:, :, -1], x[:, :, :, 0], x[:, :, :, -1]], axis=2)  # [N, 3, 4W]
+    bg = np.median(border, axis=2)  # [N, 3]
+    return x, bg, np.linalg.norm(x - bg[:, :, None, None], axis=1)
+
+
+def has_object(images: np.ndarray, min_contrast: float = BLANK_CONTRAST) -> np.ndarray:
     """[N, 3, H, W] images -> [N] bool: some pixel differs from the border's median colour by `min_contrast`.
 
     A blank canvas has no object to read; the probes would still return a (meaningless) reading for it.
     """
-    x = np.asarray(images, dtype=np.float32).clip(0, 1)
-    border = np.concatenate([x[:, :, 0], x[:, :, -1], x[:, :, :, 0], x[:, :, :, -1]], axis=2)  # [N, 3, 4W]
-    bg = np.median(border, axis=2)  # [N, 3]
-    return np.linalg.norm(x - bg[:, :, None, None], axis=1).reshape(len(x), -1).max(axis=1) >= min_contrast
+    _, _, dist = _background(images)
+    return dist.reshape(len(dist), -1).max(axis=1) >= min_contrast
 
 
 def image_features(images: np.ndarray) -> dict[str, np.ndarray]:
     """Per-image features of G's inverse: bg_color, color [N, 3], radius, fill, x, y [N, 1]."""
-    x = np.asarray(images, dtype=np.float32).clip(0, 1)  # [N, 3, H, W]
+    x, bg, dist = _background(images)  # [N, 3, H, W], [N, 3], [N, H, W]
     n, _, h, w = x.shape
-    border = np.concatenate([x[:, :, 0], x[:, :, -1], x[:, :, :, 0], x[:, :, :, -1]], axis=2)  # [N, 3, 4W]
-    bg = np.median(border, axis=2)  # [N, 3]
-    dist = np.linalg.norm(x - bg[:, :, None, None], axis=1)  # [N, H, W]
     peak = dist.reshape(n, -1).max(axis=1)  # [N]
     weight = np.clip(dist / np.maximum(peak, 1e-6)[:, None, None], 0, 1)  # soft foreground in [0, 1]
-    weight[peak < 0.02] = 0.0  # a blank image has no object
+    weight[peak < BLANK_CONTRAST] = 0.0  # a blank image has no object
     area = weight.reshape(n, -1).sum(axis=1)  # in pixels
     core = weight**4  # the object's colour is read from its core, away from the blurred edge
     color = (core[:, None] * x).reshape(n, 3, -1).sum(2) / np.maximum(core.reshape(n, -1).sum(1), 1e-6)[:, None]
-    color[peak < 0.02] = bg[peak < 0.02]
+    color[peak < BLANK_CONTRAST] = bg[peak < BLANK_CONTRAST]
     pitch = 2.0 / (w - 1)  # canvas units per pixel
     radius = np.sqrt(area / np.pi) * pitch
     lin = np.linspace(-1, 1, w, dtype=np.float32)
