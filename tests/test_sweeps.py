@@ -267,3 +267,17 @@ def test_failed_points_are_retried(tmp_path, monkeypatch):
     calls.clear()
     results = run_sweep(path, tmp_path / "out", executor="local", retries=0)
     assert [r["status"] for r in results] == ["failed", "failed"] and len(calls) == 1
+
+
+def test_local_sweeps_spread_points_over_gpus():
+    """With GPUs, points asking for auto/cuda go round-robin to cuda:0..n-1 (several processes per GPU when there
+    are more workers than GPUs); a point that names its device keeps it; without GPUs nothing changes."""
+    import yaml
+
+    from conceptspace.sweeps import place_on_gpus
+
+    jobs = [(f"r{i}", yaml.safe_dump({"seed": i, "train": {"device": dev}}))
+            for i, dev in enumerate(["auto", "cuda", "auto", "cpu", "auto"])]
+    placed = [yaml.safe_load(y)["train"]["device"] for _, y in place_on_gpus(jobs, 2)]
+    assert placed == ["cuda:0", "cuda:1", "cuda:0", "cpu", "cuda:0"]
+    assert place_on_gpus(jobs, 0) == jobs

@@ -184,6 +184,30 @@ def _summary(counts: dict[str, int]) -> str:
     return " ".join(f"{k}={v}" for k, v in counts.items())
 
 
+def local_gpu_count() -> int:
+    """CUDA GPUs on this machine (0 without torch's CUDA build)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def place_on_gpus(jobs: list[tuple[str, str]], n_gpus: int) -> list[tuple[str, str]]:
+    """Local sweeps on a machine with GPUs: point i runs on cuda:(i mod n_gpus) when its config asks for `auto` or
+    `cuda`, so every GPU is used and `--workers` larger than the GPU count puts several runs (processes) on each
+    GPU. A point that names a device keeps it; without GPUs nothing changes."""
+    if n_gpus < 1:
+        return jobs
+    out = []
+    for i, (run_dir, config_yaml) in enumerate(jobs):
+        tree = yaml.safe_load(config_yaml)
+        train = tree.setdefault("train", {})
+        if train.get("device", "auto") in ("auto", "cuda"):
+            train["device"] = f"cuda:{i % n_gpus}"
+            config_yaml = yaml.safe_dump(tree, sort_keys=False)
+        out.append((run_dir, config_yaml))
+    return out
+
+
 def execute(jobs: list[tuple[str, str]], executor: str, workers: int | None = None, address: str | None = None,
             slurm_params: dict | None = None, log_dir: Path | None = None, gpus: int = 0) -> list[dict]:
     """Run (run_dir, config_yaml) jobs on the chosen engine; results in job order. `gpus` per point: a SLURM
@@ -208,6 +232,7 @@ def execute(jobs: list[tuple[str, str]], executor: str, workers: int | None = No
     if executor == "local":
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
+        jobs = place_on_gpus(jobs, local_gpu_count())
         with ProcessPoolExecutor(max_workers=workers) as pool:
             futures = {pool.submit(run_point, d, y, 1): i for i, (d, y) in enumerate(jobs)}
             counts["running"] = min(workers, len(jobs))

@@ -119,6 +119,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def autocast(device: torch.device, precision: str):
+    """bfloat16 autocast on `device` for precision "bf16"; a no-op context for "fp32"."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def versions() -> dict[str, str]:
     """What produced a run: enough to reproduce it."""
     return {"conceptspace": __version__, "python": platform.python_version(), "torch": torch.__version__,
@@ -131,6 +136,10 @@ def versions() -> dict[str, str]:
 def read_run_info(run_dir: str | Path) -> dict:
     """run.json of a run directory (RunDirError when it is not a run)."""
     return RunDir(run_dir).read_info()
+
+
+PLACEMENT = ("threads", "device")  # train.* keys that say where a run computes, not what it computes
+_PLACED = {f"train.{k}" for k in PLACEMENT}
 
 
 def load_run_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (),
@@ -158,7 +167,7 @@ def load_run_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] 
     if truth is not None:
         a = _flat(saved.model_dump(mode="json"))
         b = _flat(truth.model_dump(mode="json"))
-        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k != "train.threads")
+        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in _PLACED)
         if diff:
             raise RunDirError(f"{rd.config} differs from the config its checkpoints were trained with in "
                               f"{', '.join(diff[:6])}{' ...' if len(diff) > 6 else ''}; --rebuild-config restores "
@@ -182,9 +191,10 @@ def _prepare_run_dir(cfg: ExperimentConfig, run_dir: Path, resume: bool, overwri
     if resume:
         if not rd.config.is_file():
             raise RunDirError(f"{run_dir}: nothing to resume (no config.yaml); start it without --resume")
-        # The thread count changes speed, not the run, so a killed run may resume on another number of cores.
+        # Thread count and device are placement, not the run: a killed run may resume on other cores or another GPU.
         saved = load_run_config(run_dir)
-        saved = saved.model_copy(update={"train": saved.train.model_copy(update={"threads": cfg.train.threads})})
+        saved = saved.model_copy(update={"train": saved.train.model_copy(
+            update={k: getattr(cfg.train, k) for k in PLACEMENT})})
         if saved != cfg:
             a, b = saved.model_dump(), cfg.model_dump()
             diff = [k for k in a if a[k] != b[k]]
@@ -346,7 +356,8 @@ def train(
                 gen = torch.Generator().manual_seed(seed)
                 torch.manual_seed(seed)  # dropout
                 # 2. Loss, gradient, (optional) global-norm clip, update.
-                parts = objective.loss(model, x, prompt, generator=gen)
+                with autocast(device, t.precision):
+                    parts = objective.loss(model, x, prompt, generator=gen)
                 opt.zero_grad(set_to_none=True)
                 parts["loss"].backward()
                 params = [p for g in opt.param_groups for p in g["params"]]

@@ -50,6 +50,7 @@ from ..readout.evaluate import (
     open_eval_file,
     over_new_checkpoints,
     pad_probs,
+    sampler_settings,
 )
 from ..readout.probe import check_probe_space, get_probe
 from ..rundir import RunDir, RunDirError, writes_run
@@ -162,7 +163,7 @@ def elicit_run(run_dir: str | Path, cfg: ExperimentConfig, tag: str = "default",
     path = RunDir(run_dir, tag).elicitation
     # Analysis settings (thresholds, criteria) do not change the arrays, so they may change without a new --tag.
     settings = {"elicit": cfg.elicit.model_dump(mode="json", exclude=ANALYSIS_SETTINGS),
-                "sampler": cfg.sampler.model_dump(mode="json"), "format": EVAL_FORMAT,
+                "sampler": sampler_settings(cfg), "format": EVAL_FORMAT,
                 "probe": cfg.probe.model_dump(mode="json", exclude={"cache_dir"}), "seed": cfg.eval.seed}
     arrays = open_eval_file(path, settings, force)
     device = resolve_device(cfg.train.device)

@@ -44,7 +44,7 @@ from ..rundir import (
     write_json,
     writes_run,
 )
-from ..train import load_checkpoint, read_run_info
+from ..train import autocast, load_checkpoint, read_run_info
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +52,17 @@ N_SHOW = 8  # generations kept as images per class and checkpoint
 EVAL_FORMAT = 2  # bump when the arrays change (2: has_object, probe_checksum); older files need --force or --tag
 
 
+def sampler_settings(cfg: ExperimentConfig) -> dict:
+    """The sampler settings the arrays depend on (fp32 precision left out: files made before it existed match)."""
+    out = cfg.sampler.model_dump(mode="json")
+    if out.get("precision") == "fp32":
+        del out["precision"]
+    return out
+
+
 def eval_settings(cfg: ExperimentConfig) -> dict:
     """What the evaluation arrays depend on besides the checkpoints."""
-    return {"sampler": cfg.sampler.model_dump(mode="json"), "eval": cfg.eval.model_dump(mode="json",
+    return {"sampler": sampler_settings(cfg), "eval": cfg.eval.model_dump(mode="json",
             include={"n_samples", "seed"}), "probe": cfg.probe.model_dump(mode="json", exclude={"cache_dir"}),
             "format": EVAL_FORMAT}
 
@@ -79,7 +87,7 @@ def generate(model, objective, cfg: ExperimentConfig, prompts: torch.Tensor, gui
     s, size = cfg.sampler, cfg.data.image_size
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(cfg.eval.seed + noise)
-    with model.hooks(hooks or []):
+    with model.hooks(hooks or []), autocast(device, s.precision):
         x = sample(model, objective, prompts.to(device), shape=(3, size, size), n_steps=s.n_steps, method=s.method,
                    eta=s.eta, guidance_scale=s.guidance_scale if guidance is None else guidance, generator=gen,
                    batch_size=len(prompts) if hooks else cfg.eval.batch_size, shared_noise=shared,
