@@ -319,7 +319,7 @@ def train(
     model = build_model(cfg, data.space).to(device)
     objective = build_objective(cfg).to(device)
     opt = torch.optim.AdamW(list(model.parameters()) + list(objective.parameters()), lr=t.lr,
-                            weight_decay=t.weight_decay)
+                            weight_decay=t.weight_decay, fused=t.fused_optimizer or None)
     start = _load_resume_state(run_dir, model, objective, opt) if resume else 0
     rd = RunDir(run_dir)
     for tmp in rd.stale_temp_files():  # a killed atomic write leaves its temporary file: never read, removed
