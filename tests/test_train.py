@@ -49,10 +49,10 @@ def kill_at(n):
     return on_step
 
 
-@pytest.mark.parametrize("objective", ["ddpm", "vdm"])
-def test_resume_after_kill_matches_uninterrupted_run(tmp_path, micro, objective):
+@pytest.mark.parametrize("objective,fused", [("ddpm", True), ("vdm", True), ("ddpm", False)])
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path, micro, objective, fused):
     cfg = load_config(MICRO, ["train.steps=12", "train.n_checkpoints=3", "train.first_checkpoint=3",
-                              f"diffusion.objective={objective}", "model.dropout=0.1",
+                              f"diffusion.objective={objective}", "model.dropout=0.1", f"train.fused_optimizer={fused}",
                               "data.mask=[{concept: color, p: 0.5, classes: ['01']}]"])
     train(tmp_path / "full", cfg, progress=False)
     with pytest.raises(Kill):
@@ -134,3 +134,21 @@ def test_device_names_are_checked_never_silently_replaced():
     with pytest.raises(ValueError, match="train.device"):
         load_config("configs/micro.yaml", ["train.device=gpu"])
     assert load_config("configs/micro.yaml", ["train.device=cuda:2"]).train.device == "cuda:2"
+
+
+def test_bf16_precision_trains_and_samples_and_fp32_settings_match_older_files(tmp_path, micro):
+    """bf16 autocast is an option: it trains (finite, not the fp32 weights), it samples, and it is part of the
+    evaluation settings; at fp32 the settings are those of files written before the option existed."""
+    from conceptspace.readout.evaluate import eval_settings, evaluate_run
+
+    bf16 = micro.model_copy(update={"train": micro.train.model_copy(update={"precision": "bf16"}),
+                                    "sampler": micro.sampler.model_copy(update={"precision": "bf16"}),
+                                    "probe": micro.probe.model_copy(update={"kind": "analytic"})})
+    a, b = train(tmp_path / "fp32", micro, progress=False), train(tmp_path / "bf16", bf16, progress=False)
+    wa, wb = final_weights(a), final_weights(b)
+    assert all(torch.isfinite(v).all() for v in wb.values())
+    assert any(not torch.equal(wa[k], wb[k]) for k in wa)
+    probs = evaluate_run(b, bf16, progress=False)
+    assert probs.is_file()
+    assert "precision" not in eval_settings(micro)["sampler"]
+    assert eval_settings(bf16)["sampler"]["precision"] == "bf16"
