@@ -1,0 +1,105 @@
+"""Training and evaluation speed on a CUDA GPU; prints "skipped" and exits 0 on a machine without one.
+
+    python benchmarks/gpu_speed.py [--steps 50] [--share 1 2 4]
+
+Rows: the paper-sized model (configs/paper_2x2.yaml, 32 px) and the default model (configs/2x2.yaml), fp32 and
+bf16 autocast (train.precision), median training steps/s at the config's batch size and the implied time of the
+paper's 20,000-step run; one checkpoint's evaluation (4 classes x 32 samples x 25 DDIM steps); and the aggregate
+steps/s of N default-model runs sharing the GPU as separate processes (a local sweep with --workers N on a GPU
+machine puts N runs on it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import statistics
+import sys
+import time
+
+import torch
+
+from conceptspace.config import load_config
+from conceptspace.model.samplers import sample
+from conceptspace.train import autocast, build_model, build_objective
+
+
+def steps_per_s(cfg, steps: int, precision: str, device: torch.device) -> float:
+    torch.manual_seed(0)
+    model, objective = build_model(cfg).to(device), build_objective(cfg).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+    size, b = cfg.data.image_size, cfg.train.batch_size
+    x, p = torch.rand(b, 3, size, size, device=device), torch.rand(b, 11, device=device)
+    gen = torch.Generator(device=device).manual_seed(0)
+
+    def step():
+        with autocast(device, precision):
+            loss = objective.loss(model, x, p, generator=gen)["loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(5):
+        step()
+    rates = []
+    for _ in range(3):
+        torch.cuda.synchronize(device)
+        t = time.perf_counter()
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize(device)
+        rates.append(steps / (time.perf_counter() - t))
+    return statistics.median(rates)
+
+
+def eval_seconds(cfg, precision: str, device: torch.device) -> float:
+    model, objective = build_model(cfg).to(device), build_objective(cfg).to(device)
+    size = cfg.data.image_size
+    prompts = torch.rand(4 * 32, 11, device=device)
+    with autocast(device, precision):
+        sample(model, objective, prompts, shape=(3, size, size), n_steps=25, clip_x0=True)
+        torch.cuda.synchronize(device)
+        t = time.perf_counter()
+        sample(model, objective, prompts, shape=(3, size, size), n_steps=25, clip_x0=True)
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t
+
+
+def _shared(steps: int, queue) -> None:
+    cfg = load_config("configs/2x2.yaml")
+    queue.put(steps_per_s(cfg, steps, "fp32", torch.device("cuda")))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--share", type=int, nargs="+", default=[1, 2, 4])
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        print("no CUDA GPU on this machine: GPU benchmark skipped")
+        return
+    device = torch.device("cuda")
+    print(f"device: {torch.cuda.get_device_name(device)}; torch {torch.__version__}")
+    print(f"{'model':<14} {'precision':>9} {'steps/s':>8} {'20,000 steps':>13} {'eval s/ckpt':>12}")
+    for name, path in (("paper 32px", "configs/paper_2x2.yaml"), ("default 16px", "configs/2x2.yaml")):
+        cfg = load_config(path, ["model.dropout=0.0"])
+        for precision in ("fp32", "bf16"):
+            rate = steps_per_s(cfg, args.steps, precision, device)
+            print(f"{name:<14} {precision:>9} {rate:>8.1f} {20000 / rate / 60:>10.1f} min "
+                  f"{eval_seconds(cfg, precision, device):>12.2f}")
+    ctx = mp.get_context("spawn")
+    for n in args.share:
+        queue = ctx.Queue()
+        procs = [ctx.Process(target=_shared, args=(args.steps, queue)) for _ in range(n)]
+        for proc in procs:
+            proc.start()
+        rates = [queue.get() for _ in procs]
+        for proc in procs:
+            proc.join()
+        print(f"{n} default runs sharing the GPU: {sum(rates):.1f} steps/s in all ({min(rates):.1f}-{max(rates):.1f} "
+              "each)")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
