@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from .config import ExperimentConfig
 from .data.concepts import ConceptSpace
-from .rundir import RunDir, read_json, writes_run
+from .rundir import RunDir, read_json, write_json, writes_run
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +30,16 @@ def elicit_and_score(run_dir: Path, cfg: ExperimentConfig, tag: str = "default",
     return add_onsets_to_metrics(run_dir, cfg, tag=tag)
 
 
+@contextmanager
+def timed_stage(seconds: dict[str, float], name: str):
+    """Add the wall time of the block to `seconds[name]` (where a run's minutes go: run.json `stage_seconds`)."""
+    t = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[name] = round(seconds.get(name, 0.0) + time.perf_counter() - t, 1)
+
+
 @writes_run
 def run_pipeline(run_dir: Path, cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False,
                  tag: str = "default") -> Path:
@@ -44,19 +56,30 @@ def run_pipeline(run_dir: Path, cfg: ExperimentConfig, resume: bool = False, ove
     from .readout.probe import check_probe_space, get_probe
 
     rd = RunDir(run_dir)
+    seconds: dict[str, float] = {}
     # The probe is trained (or loaded) and held to its accuracy gate once, before minutes of training, and
     # passed to the stages that read with it; arrays and metrics go through the run directory.
-    probe = get_probe(cfg)
-    check_probe_space(probe, ConceptSpace.from_config(cfg.data))
-    if resume and rd.info.is_file() and read_json(rd.info).get("status") == "done":
-        logger.info("%s: training already done; evaluating what is new", run_dir)
-    else:
-        # `run --resume` on a fresh directory simply starts: it makes `make demo` safe to repeat.
-        train(run_dir, cfg, resume=resume and rd.config.is_file(), overwrite=overwrite)
-    evaluate_run(run_dir, cfg, tag=tag, force=overwrite, probe=probe)
-    analyze_run(run_dir, cfg, tag=tag)
-    metrics = elicit_and_score(run_dir, cfg, tag=tag, force=overwrite, probe=probe)
-    report = write_report(run_dir, cfg, tag=tag)
+    with timed_stage(seconds, "probe"):
+        probe = get_probe(cfg)
+        check_probe_space(probe, ConceptSpace.from_config(cfg.data))
+    with timed_stage(seconds, "train"):
+        if resume and rd.info.is_file() and read_json(rd.info).get("status") == "done":
+            logger.info("%s: training already done; evaluating what is new", run_dir)
+        else:
+            # `run --resume` on a fresh directory simply starts: it makes `make demo` safe to repeat.
+            train(run_dir, cfg, resume=resume and rd.config.is_file(), overwrite=overwrite)
+    with timed_stage(seconds, "evaluate"):
+        evaluate_run(run_dir, cfg, tag=tag, force=overwrite, probe=probe)
+    with timed_stage(seconds, "analyze"):
+        analyze_run(run_dir, cfg, tag=tag)
+    with timed_stage(seconds, "elicit"):
+        metrics = elicit_and_score(run_dir, cfg, tag=tag, force=overwrite, probe=probe)
+    with timed_stage(seconds, "report"):
+        report = write_report(run_dir, cfg, tag=tag)
+    info = read_json(rd.info)
+    info["stage_seconds"] = seconds  # this invocation's stages (a resumed run counts only what it did)
+    write_json(rd.info, info)
+    logger.info("stages (s): %s", ", ".join(f"{k} {v}" for k, v in seconds.items()))
     for line in reading(metrics):
         print(line)
     return report
