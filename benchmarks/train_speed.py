@@ -121,7 +121,7 @@ def main() -> None:
     peak = measured_peak_gflops()
     print(f"threads={args.threads} batch={args.batch} repeats={args.repeats}; measured peak {peak:.0f} GFLOP/s "
           "(fp32 matmul)")
-    print(f"{'model':<22} {'params':>8} {'GFLOP/step':>11} {'steps/s':>8} {'% peak':>7} {'sample img/s':>13}")
+    print(f"{'model':<28} {'params':>8} {'GFLOP/step':>11} {'steps/s':>8} {'% peak':>7} {'sample img/s':>13}")
     for name, (model, cfg, _) in models.items():
         median = statistics.median(rates[name])
         gflop = flops_per_step(steps[name]) / 1e9
@@ -133,7 +133,7 @@ def main() -> None:
                    method="ddim", generator=torch.Generator().manual_seed(0))
             img_s = f"{256 / (time.perf_counter() - t):.0f}"
         params = sum(p.numel() for p in model.parameters()) / 1e6
-        print(f"{name:<22} {params:>7.2f}M {gflop:>11.2f} {median:>8.2f} {100 * gflop * median / peak:>6.1f}% "
+        print(f"{name:<28} {params:>7.2f}M {gflop:>11.2f} {median:>8.2f} {100 * gflop * median / peak:>6.1f}% "
               f"{img_s:>13}")
     for name in configs:
         if name + " diffusers" in rates:

@@ -142,7 +142,11 @@ class Upsample(nn.Module):
         self.conv = nn.Conv2d(in_ch, out_ch, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        if torch.is_grad_enabled():
+            up = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        else:  # sampling: the same values (a copy), several times faster on CPU than interpolate's kernel
+            up = x.repeat_interleave(2, dim=-1).repeat_interleave(2, dim=-2)
+        return self.conv(up)
 
 
 class ConditionalUNet(HookedModule):
