@@ -19,8 +19,12 @@ test: $(STAMP) system-deps
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow
 
+# Performance figures on this machine (run on free cores; README "Rendering speed" to "GPU" has measured output).
 bench: $(STAMP)
 	$(PY) benchmarks/render_throughput.py
+	$(PY) benchmarks/train_speed.py --skip-paper
+	$(PY) benchmarks/scaling.py
+	$(PY) benchmarks/gpu_speed.py
 
 install: $(STAMP)
 
