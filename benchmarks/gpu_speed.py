@@ -21,19 +21,27 @@ import torch
 
 from conceptspace.config import load_config
 from conceptspace.model.samplers import sample
-from conceptspace.train import autocast, build_model, build_objective
+from conceptspace.data.concepts import ConceptSpace
+from conceptspace.data.prompts import PromptLayout
+from conceptspace.train import build_model, build_objective, precision_context
 
 
-def steps_per_s(cfg, steps: int, precision: str, device: torch.device) -> float:
+def prompt_dim(cfg) -> int:
+    """Numbers in a prompt of the config's concept space."""
+    return PromptLayout.for_space(ConceptSpace.from_config(cfg.data)).dim
+
+
+def steps_per_s(cfg, steps: int, precision: str, device: torch.device, barrier=None) -> float:
+    """Median training steps/s of 3 timed blocks of `steps` (after 5 warm-up steps) at the config's batch size."""
     torch.manual_seed(0)
     model, objective = build_model(cfg).to(device), build_objective(cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
     size, b = cfg.data.image_size, cfg.train.batch_size
-    x, p = torch.rand(b, 3, size, size, device=device), torch.rand(b, 11, device=device)
+    x, p = torch.rand(b, 3, size, size, device=device), torch.rand(b, prompt_dim(cfg), device=device)
     gen = torch.Generator(device=device).manual_seed(0)
 
     def step():
-        with autocast(device, precision):
+        with precision_context(device, precision):
             loss = objective.loss(model, x, p, generator=gen)["loss"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -41,6 +49,8 @@ def steps_per_s(cfg, steps: int, precision: str, device: torch.device) -> float:
 
     for _ in range(5):
         step()
+    if barrier is not None:  # runs sharing the GPU start their timing together
+        barrier.wait()
     rates = []
     for _ in range(3):
         torch.cuda.synchronize(device)
@@ -53,10 +63,11 @@ def steps_per_s(cfg, steps: int, precision: str, device: torch.device) -> float:
 
 
 def eval_seconds(cfg, precision: str, device: torch.device) -> float:
+    """Seconds for one checkpoint's evaluation: 4 classes x 32 samples x 25 DDIM steps (after a warm-up)."""
     model, objective = build_model(cfg).to(device), build_objective(cfg).to(device)
     size = cfg.data.image_size
-    prompts = torch.rand(4 * 32, 11, device=device)
-    with autocast(device, precision):
+    prompts = torch.rand(4 * 32, prompt_dim(cfg), device=device)
+    with precision_context(device, precision):
         sample(model, objective, prompts, shape=(3, size, size), n_steps=25, clip_x0=True)
         torch.cuda.synchronize(device)
         t = time.perf_counter()
@@ -65,9 +76,10 @@ def eval_seconds(cfg, precision: str, device: torch.device) -> float:
     return time.perf_counter() - t
 
 
-def _shared(steps: int, queue) -> None:
+def _shared(steps: int, queue, barrier) -> None:
+    """One of several processes training the default model on the same GPU."""
     cfg = load_config("configs/2x2.yaml")
-    queue.put(steps_per_s(cfg, steps, "fp32", torch.device("cuda")))
+    queue.put(steps_per_s(cfg, steps, "fp32", torch.device("cuda"), barrier))
 
 
 def main() -> None:
@@ -83,14 +95,14 @@ def main() -> None:
     print(f"{'model':<14} {'precision':>9} {'steps/s':>8} {'20,000 steps':>13} {'eval s/ckpt':>12}")
     for name, path in (("paper 32px", "configs/paper_2x2.yaml"), ("default 16px", "configs/2x2.yaml")):
         cfg = load_config(path, ["model.dropout=0.0"])
-        for precision in ("fp32", "bf16"):
+        for precision in ("fp32", "bf16") if torch.cuda.is_bf16_supported() else ("fp32",):
             rate = steps_per_s(cfg, args.steps, precision, device)
             print(f"{name:<14} {precision:>9} {rate:>8.1f} {20000 / rate / 60:>10.1f} min "
                   f"{eval_seconds(cfg, precision, device):>12.2f}")
     ctx = mp.get_context("spawn")
     for n in args.share:
-        queue = ctx.Queue()
-        procs = [ctx.Process(target=_shared, args=(args.steps, queue)) for _ in range(n)]
+        queue, barrier = ctx.Queue(), ctx.Barrier(n)
+        procs = [ctx.Process(target=_shared, args=(args.steps, queue, barrier)) for _ in range(n)]
         for proc in procs:
             proc.start()
         rates = [queue.get() for _ in procs]

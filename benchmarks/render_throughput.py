@@ -49,9 +49,9 @@ def main() -> None:
                 t = time.perf_counter()
                 render(values, size, space.blur, space.noise, np.random.default_rng(r), threads=threads)
                 rates.append(len(ids) / (time.perf_counter() - t))
-            np.random.seed(r)
+            legacy = np.random.RandomState(r)  # the legacy generator behind the paper's np.random.randn
             t = time.perf_counter()
-            paper_render(sub, size, space.noise, np.random.mtrand._rand, sigma)
+            paper_render(sub, size, space.noise, legacy, sigma)
             paper.append(len(sub) / (time.perf_counter() - t))
         o1, o2, p = statistics.median(one), statistics.median(two), statistics.median(paper)
         target = f">= {TARGET[size]:.0f}x" if size in TARGET else "-"

@@ -4,7 +4,7 @@ number of checkpoints, on this machine.
     python benchmarks/scaling.py [--threads 2] [--steps 10] [--out docs/scaling.png]
 
 Each row is measured (median of 3 repeats of `--steps` training steps at batch 64, and of one checkpoint's
-evaluation: every class x 32 samples x 25 DDIM steps, plus the probe reading); evaluation time for K checkpoints
+evaluation: every class x 32 samples x 25 DDIM steps, sampling only); evaluation time for K checkpoints
 is K times the per-checkpoint time, measured at K = 1 and printed for the demo's 30. Prints a table and draws
 `--out` (four panels).
 """
@@ -27,7 +27,8 @@ from conceptspace.train import build_model, build_objective
 CONCEPTS = ["color", "size", "bg_color", "shape", "x"]
 
 
-def case(image_size=16, widths=(16, 32, 64), n_concepts=2):
+def case(image_size: int = 16, widths: tuple[int, ...] = (16, 32, 64), n_concepts: int = 2):
+    """configs/2x2.yaml at another image size, widths or number of concepts (color, size, bg_color, shape, x)."""
     parts = ", ".join(f"{c}: {{}}" if c == "shape" else f"{c}: {{sep: 0.4}}" for c in CONCEPTS[:n_concepts])
     over = [f"data.image_size={image_size}", f"model.widths=[{', '.join(map(str, widths))}]",
             f"data.concepts={{{parts}}}"]

@@ -270,14 +270,28 @@ def test_failed_points_are_retried(tmp_path, monkeypatch):
 
 
 def test_local_sweeps_spread_points_over_gpus():
-    """With GPUs, points asking for auto/cuda go round-robin to cuda:0..n-1 (several processes per GPU when there
-    are more workers than GPUs); a point that names its device keeps it; without GPUs nothing changes."""
-    import yaml
+    """With GPUs, pending points go round-robin to GPUs 0..n-1 (several processes per GPU when there are more workers
+    than GPUs); without GPUs (a CPU build of torch) no point gets one and CUDA is never asked."""
+    from conceptspace.sweeps import gpu_slots, local_gpu_count
 
-    from conceptspace.sweeps import place_on_gpus
+    assert gpu_slots(5, 2) == [0, 1, 0, 1, 0]
+    assert gpu_slots(3, 0) == [None, None, None]
+    import torch
 
-    jobs = [(f"r{i}", yaml.safe_dump({"seed": i, "train": {"device": dev}}))
-            for i, dev in enumerate(["auto", "cuda", "auto", "cpu", "auto"])]
-    placed = [yaml.safe_load(y)["train"]["device"] for _, y in place_on_gpus(jobs, 2)]
-    assert placed == ["cuda:0", "cuda:1", "cuda:0", "cpu", "cuda:0"]
-    assert place_on_gpus(jobs, 0) == jobs
+    if torch.version.cuda is None:
+        assert local_gpu_count() == 0
+
+
+def test_a_finished_point_or_run_is_never_reported_under_a_changed_config(tmp_path):
+    """Re-running a sweep whose spec changed (another recipe) into the same --out fails those points instead of
+    passing the old runs off as new ones; `run --resume` of a finished run under another config is refused too."""
+    path = write_spec(tmp_path, {"seed": [0]})
+    out = tmp_path / "out"
+    assert run_sweep(path, out, executor="local", workers=1)[0]["status"] == "done"
+    changed = write_spec(tmp_path, {"seed": [0]}, extra={"train.lr": 0.002})
+    result = run_sweep(changed, out, executor="local", workers=1)[0]
+    assert result["status"] == "failed" and "train.lr" in result["error"] and "new --out" in result["error"]
+    cfg = str(ROOT / "configs" / "micro.yaml")
+    run = str(out / "seed=0")
+    assert main(["run", cfg, "--run-dir", run, "--resume", "--set", "probe.kind=analytic",
+                 "--set", "train.lr=0.005"]) != 0

@@ -152,3 +152,31 @@ def test_bf16_precision_trains_and_samples_and_fp32_settings_match_older_files(t
     assert probs.is_file()
     assert "precision" not in eval_settings(micro)["sampler"]
     assert eval_settings(bf16)["sampler"]["precision"] == "bf16"
+
+
+def test_saved_runs_keep_their_optimizer_and_may_move_device(tmp_path, micro):
+    """A run saved before `fused_optimizer` existed reads back as trained (the per-tensor loop), not as the new
+    default; and resuming on another device (placement, like threads) is accepted."""
+    import yaml
+
+    from conceptspace.train import load_run_config
+
+    with pytest.raises(Kill):
+        train(tmp_path / "r", micro, progress=False, on_step=kill_at(5))
+    tree = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    del tree["train"]["fused_optimizer"]  # as an older version wrote it
+    (tmp_path / "r" / "config.yaml").write_text(yaml.safe_dump(tree))
+    from conceptspace.model.checkpoints import read_meta  # the checkpoint's copy predates the key too
+
+    ckpt = list_checkpoints(tmp_path / "r")[-1][1]
+    tensors, meta = load_tensors(ckpt)
+    del meta["config"]["train"]["fused_optimizer"]
+    from conceptspace.model.checkpoints import save_tensors
+
+    save_tensors(ckpt, tensors, meta)
+    assert "fused_optimizer" not in read_meta(ckpt)["config"]["train"]
+    assert load_run_config(tmp_path / "r").train.fused_optimizer is False
+    moved = load_config(MICRO, ["train.steps=12", "train.n_checkpoints=3", "train.first_checkpoint=3",
+                                "train.fused_optimizer=false", "train.device=cpu"])
+    train(tmp_path / "r", moved, resume=True, progress=False)
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["status"] == "done"

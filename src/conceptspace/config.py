@@ -352,18 +352,30 @@ def _format_error(source: str, exc: ValidationError) -> str:
     return f"{source}: {key}: {msg}{more}"
 
 
-def config_from_dict(tree: dict[str, Any], source: str = "<config>") -> ExperimentConfig:
-    """Validate a raw tree; failures raise one-line `ConfigError`s naming source, key and reason."""
+# Settings added after runs were already being saved, whose default for new configs differs from what those runs
+# did: a saved run's config (config.yaml, a checkpoint's metadata) without the key gets the old behaviour.
+SAVED_RUN_DEFAULTS: dict[tuple[str, str], Any] = {("train", "fused_optimizer"): False}
+
+
+def config_from_dict(tree: dict[str, Any], source: str = "<config>", saved_run: bool = False) -> ExperimentConfig:
+    """Validate a raw tree; failures raise one-line `ConfigError`s naming source, key and reason. `saved_run`: the
+    tree is a run's saved config, so keys it predates take the behaviour it was run with (SAVED_RUN_DEFAULTS)."""
     if not isinstance(tree, dict):
         raise ConfigError(f"{source}: <root>: expected a mapping of sections, got {type(tree).__name__}")
+    if saved_run:
+        for (section, key), value in SAVED_RUN_DEFAULTS.items():
+            part = tree.get(section)
+            if isinstance(part, dict) and key not in part:
+                tree = {**tree, section: {**part, key: value}}
     try:
         return ExperimentConfig.model_validate(tree)
     except ValidationError as exc:
         raise ConfigError(_format_error(source, exc)) from None
 
 
-def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
-    """Load a YAML config (None: all defaults) and apply `--set` overrides."""
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (),
+                saved_run: bool = False) -> ExperimentConfig:
+    """Load a YAML config (None: all defaults) and apply `--set` overrides (`saved_run`: see `config_from_dict`)."""
     # Without a file, start from the dumped defaults so `--set data.concepts.color.sep=...` edits the default
     # concepts instead of replacing the whole mapping.
     tree: dict[str, Any] = ExperimentConfig().model_dump(mode="json")
@@ -382,7 +394,7 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
             raise ConfigError(f"{source}: empty config file (to use the defaults, give no config file)")
     if overrides:
         source += " (with --set " + ", ".join(overrides) + ")"
-    return config_from_dict(apply_overrides(tree, overrides), source)
+    return config_from_dict(apply_overrides(tree, overrides), source, saved_run)
 
 
 def config_to_yaml(cfg: BaseModel) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -30,8 +31,20 @@ def elicit_and_score(run_dir: Path, cfg: ExperimentConfig, tag: str = "default",
     return add_onsets_to_metrics(run_dir, cfg, tag=tag)
 
 
+def record_stages(rd: RunDir, seconds: dict[str, float]) -> None:
+    """run.json: `stage_seconds` of this invocation, appended to `stage_history` (a resumed or repeated run keeps
+    the times of the earlier invocations)."""
+    if not seconds or not rd.info.is_file():
+        return
+    info = read_json(rd.info)
+    info["stage_seconds"] = seconds
+    info["stage_history"] = [*info.get("stage_history", []), {"finished": time.time(), "seconds": seconds}]
+    write_json(rd.info, info)
+    logger.info("stages (s): %s", ", ".join(f"{k} {v}" for k, v in seconds.items()))
+
+
 @contextmanager
-def timed_stage(seconds: dict[str, float], name: str):
+def timed_stage(seconds: dict[str, float], name: str) -> Iterator[None]:
     """Add the wall time of the block to `seconds[name]` (where a run's minutes go: run.json `stage_seconds`)."""
     t = time.perf_counter()
     try:
@@ -49,7 +62,7 @@ def run_pipeline(run_dir: Path, cfg: ExperimentConfig, resume: bool = False, ove
     from .analysis.run_metrics import analyze_run
     from .readout.evaluate import evaluate_run
     from .report.run_page import reading, write_report
-    from .train import train
+    from .train import check_same_run, train
 
     # Evaluation runs in this process too: keep it to the run's thread budget (sweeps run one thread per core).
     torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)
@@ -57,29 +70,32 @@ def run_pipeline(run_dir: Path, cfg: ExperimentConfig, resume: bool = False, ove
 
     rd = RunDir(run_dir)
     seconds: dict[str, float] = {}
-    # The probe is trained (or loaded) and held to its accuracy gate once, before minutes of training, and
-    # passed to the stages that read with it; arrays and metrics go through the run directory.
-    with timed_stage(seconds, "probe"):
-        probe = get_probe(cfg)
-        check_probe_space(probe, ConceptSpace.from_config(cfg.data))
-    with timed_stage(seconds, "train"):
-        if resume and rd.info.is_file() and read_json(rd.info).get("status") == "done":
-            logger.info("%s: training already done; evaluating what is new", run_dir)
-        else:
-            # `run --resume` on a fresh directory simply starts: it makes `make demo` safe to repeat.
-            train(run_dir, cfg, resume=resume and rd.config.is_file(), overwrite=overwrite)
-    with timed_stage(seconds, "evaluate"):
-        evaluate_run(run_dir, cfg, tag=tag, force=overwrite, probe=probe)
-    with timed_stage(seconds, "analyze"):
-        analyze_run(run_dir, cfg, tag=tag)
-    with timed_stage(seconds, "elicit"):
-        metrics = elicit_and_score(run_dir, cfg, tag=tag, force=overwrite, probe=probe)
-    with timed_stage(seconds, "report"):
-        report = write_report(run_dir, cfg, tag=tag)
-    info = read_json(rd.info)
-    info["stage_seconds"] = seconds  # this invocation's stages (a resumed run counts only what it did)
-    write_json(rd.info, info)
-    logger.info("stages (s): %s", ", ".join(f"{k} {v}" for k, v in seconds.items()))
+    trained = False  # a refused command (another run there, a changed config) leaves run.json alone
+    try:
+        # The probe is trained (or loaded) and held to its accuracy gate once, before minutes of training, and
+        # passed to the stages that read with it; arrays and metrics go through the run directory.
+        with timed_stage(seconds, "probe"):
+            probe = get_probe(cfg)
+            check_probe_space(probe, ConceptSpace.from_config(cfg.data))
+        with timed_stage(seconds, "train"):
+            if resume and rd.info.is_file() and read_json(rd.info).get("status") == "done":
+                check_same_run(run_dir, cfg)  # a finished run is never reported under a changed config
+                logger.info("%s: training already done; evaluating what is new", run_dir)
+            else:
+                # `run --resume` on a fresh directory simply starts: it makes `make demo` safe to repeat.
+                train(run_dir, cfg, resume=resume and rd.config.is_file(), overwrite=overwrite)
+        trained = True
+        with timed_stage(seconds, "evaluate"):
+            evaluate_run(run_dir, cfg, tag=tag, force=overwrite, probe=probe)
+        with timed_stage(seconds, "analyze"):
+            analyze_run(run_dir, cfg, tag=tag)
+        with timed_stage(seconds, "elicit"):
+            metrics = elicit_and_score(run_dir, cfg, tag=tag, force=overwrite, probe=probe)
+        with timed_stage(seconds, "report"):
+            report = write_report(run_dir, cfg, tag=tag)
+    finally:
+        if trained:
+            record_stages(rd, seconds)
     for line in reading(metrics):
         print(line)
     return report

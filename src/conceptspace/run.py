@@ -57,7 +57,7 @@ class Run:
         if self._config is None:
             if not self.dir.config.is_file():
                 raise RunDirError(f"{self.path}: not a run directory (no config.yaml); use Run.create(config, path)")
-            self._config = load_config(self.dir.config)
+            self._config = load_config(self.dir.config, saved_run=True)
         return self._config
 
     @cached_property

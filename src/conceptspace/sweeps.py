@@ -141,16 +141,28 @@ def run_status(run_dir: Path) -> str | None:
     return read_json(marker)["status"] if marker.is_file() else None
 
 
-def run_point(run_dir: str, config_yaml: str, threads: int = 1) -> dict:
-    """Run (or resume) one sweep point under a per-run lock. Never raises: failures come back as a result."""
+def run_point(run_dir: str, config_yaml: str, threads: int = 1, gpu: int | None = None) -> dict:
+    """Run (or resume) one sweep point under a per-run lock. Never raises: failures come back as a result.
+    `gpu`: this process's current CUDA device, where a config asking for `auto` or `cuda` runs (its config keeps
+    saying so, so the run reads back on any machine)."""
     from .config import load_config
     from .pipeline import run_pipeline
 
     ensure_logging()
+    if gpu is not None:
+        import torch
+
+        torch.cuda.set_device(gpu)
     run_dir_p = Path(run_dir)
     rd = RunDir(run_dir_p)
     run_dir_p.mkdir(parents=True, exist_ok=True)
     if run_status(run_dir_p) == DONE:
+        from .train import check_same_run
+
+        try:  # a point finished under another spec (an older recipe) is not this point's result
+            check_same_run(run_dir_p, config_from_dict(yaml.safe_load(config_yaml), str(rd.sweep_config)))
+        except ConceptspaceError as exc:
+            return {"run": run_dir, "status": FAILED, "error": f"{exc}; give the sweep a new --out"}
         return {"run": run_dir, "status": DONE, "skipped": True}
     t0 = time.time()
     try:
@@ -185,27 +197,18 @@ def _summary(counts: dict[str, int]) -> str:
 
 
 def local_gpu_count() -> int:
-    """CUDA GPUs on this machine (0 without torch's CUDA build)."""
+    """CUDA GPUs on this machine; 0 for a CPU build of torch, asked without touching CUDA."""
     import torch
 
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if torch.version.cuda is None:
+        return 0
+    return torch.cuda.device_count()
 
 
-def place_on_gpus(jobs: list[tuple[str, str]], n_gpus: int) -> list[tuple[str, str]]:
-    """Local sweeps on a machine with GPUs: point i runs on cuda:(i mod n_gpus) when its config asks for `auto` or
-    `cuda`, so every GPU is used and `--workers` larger than the GPU count puts several runs (processes) on each
-    GPU. A point that names a device keeps it; without GPUs nothing changes."""
-    if n_gpus < 1:
-        return jobs
-    out = []
-    for i, (run_dir, config_yaml) in enumerate(jobs):
-        tree = yaml.safe_load(config_yaml)
-        train = tree.setdefault("train", {})
-        if train.get("device", "auto") in ("auto", "cuda"):
-            train["device"] = f"cuda:{i % n_gpus}"
-            config_yaml = yaml.safe_dump(tree, sort_keys=False)
-        out.append((run_dir, config_yaml))
-    return out
+def gpu_slots(n_jobs: int, n_gpus: int) -> list[int | None]:
+    """The GPU each job runs on: job i on GPU i mod n_gpus, so `--workers` larger than the GPU count puts several
+    runs (processes) on each GPU; None everywhere without GPUs."""
+    return [i % n_gpus if n_gpus else None for i in range(n_jobs)]
 
 
 def execute(jobs: list[tuple[str, str]], executor: str, workers: int | None = None, address: str | None = None,
@@ -232,9 +235,15 @@ def execute(jobs: list[tuple[str, str]], executor: str, workers: int | None = No
     if executor == "local":
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        jobs = place_on_gpus(jobs, local_gpu_count())
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = {pool.submit(run_point, d, y, 1): i for i, (d, y) in enumerate(jobs)}
+        import multiprocessing
+
+        n_gpus = local_gpu_count()
+        pending = [i for i, (d, _) in enumerate(jobs) if run_status(Path(d)) != DONE]
+        slots = dict(zip(pending, gpu_slots(len(pending), n_gpus)))
+        # A process that has asked CUDA anything cannot fork workers that use it: spawn them on GPU machines.
+        context = multiprocessing.get_context("spawn") if n_gpus else None
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            futures = {pool.submit(run_point, d, y, 1, slots.get(i)): i for i, (d, y) in enumerate(jobs)}
             counts["running"] = min(workers, len(jobs))
             for fut in as_completed(futures):
                 record(futures[fut], fut.result())

@@ -17,8 +17,9 @@ import signal
 import sys
 import threading
 import time
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -119,9 +120,18 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def autocast(device: torch.device, precision: str):
-    """bfloat16 autocast on `device` for precision "bf16"; a no-op context for "fp32"."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+def precision_context(device: torch.device, precision: Literal["fp32", "bf16"]) -> AbstractContextManager:
+    """bfloat16 autocast on `device` for precision "bf16"; nothing at all for "fp32" (so fp32 works on any device,
+    whether or not torch can autocast there)."""
+    if precision == "fp32":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def optimizer_impl(fused: bool) -> dict[str, bool]:
+    """AdamW keyword arguments: one fused kernel, or the per-tensor loop (not the multi-tensor path that PyTorch
+    picks on CUDA by default), so `fused_optimizer: false` means the same arithmetic on every device."""
+    return {"fused": True} if fused else {"foreach": False}
 
 
 def versions() -> dict[str, str]:
@@ -151,7 +161,7 @@ def load_run_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] 
 
     rd = RunDir(run_dir)
     ckpts = list_checkpoints(run_dir)
-    truth = config_from_dict(read_meta(ckpts[-1][1])["config"], str(ckpts[-1][1])) if ckpts else None
+    truth = config_from_dict(read_meta(ckpts[-1][1])["config"], str(ckpts[-1][1]), saved_run=True) if ckpts else None
     if rebuild:
         if truth is None:
             raise RunDirError(f"{run_dir}: no checkpoint to rebuild config.yaml from")
@@ -161,18 +171,31 @@ def load_run_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] 
         raise RunDirError(f"{rd.config}: missing" + ("; --rebuild-config restores it from the last checkpoint"
                                                        if truth is not None else ""))
     try:
-        saved = load_config(rd.config)
+        saved = load_config(rd.config, saved_run=True)
     except ConceptspaceError as exc:
         raise RunDirError(f"{exc}" + ("; --rebuild-config restores it from the last checkpoint" if truth else ""))
     if truth is not None:
-        a = _flat(saved.model_dump(mode="json"))
-        b = _flat(truth.model_dump(mode="json"))
-        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in _PLACED)
+        diff = config_differences(saved, truth)
         if diff:
             raise RunDirError(f"{rd.config} differs from the config its checkpoints were trained with in "
                               f"{', '.join(diff[:6])}{' ...' if len(diff) > 6 else ''}; --rebuild-config restores "
                               "it from the last checkpoint")
-    return load_config(rd.config, overrides) if overrides else saved
+    return load_config(rd.config, overrides, saved_run=True) if overrides else saved
+
+
+def config_differences(a: ExperimentConfig, b: ExperimentConfig) -> list[str]:
+    """Dotted keys whose values differ between two configs, placement (threads, device) aside."""
+    fa, fb = _flat(a.model_dump(mode="json")), _flat(b.model_dump(mode="json"))
+    return sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k) and k not in _PLACED)
+
+
+def check_same_run(run_dir: str | Path, cfg: ExperimentConfig) -> None:
+    """Refuse to continue (or re-read) a run under a config other than the one it was trained with."""
+    diff = config_differences(load_run_config(run_dir), cfg)
+    if diff:
+        raise RunDirError(f"{run_dir} was trained with another config (differs in {', '.join(diff[:6])}"
+                          f"{' ...' if len(diff) > 6 else ''}); use a new run directory, --overwrite, or omit CONFIG "
+                          "to continue it as it was")
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
@@ -192,15 +215,10 @@ def _prepare_run_dir(cfg: ExperimentConfig, run_dir: Path, resume: bool, overwri
         if not rd.config.is_file():
             raise RunDirError(f"{run_dir}: nothing to resume (no config.yaml); start it without --resume")
         # Thread count and device are placement, not the run: a killed run may resume on other cores or another GPU.
+        check_same_run(run_dir, cfg)
         saved = load_run_config(run_dir)
-        saved = saved.model_copy(update={"train": saved.train.model_copy(
+        return saved.model_copy(update={"train": saved.train.model_copy(
             update={k: getattr(cfg.train, k) for k in PLACEMENT})})
-        if saved != cfg:
-            a, b = saved.model_dump(), cfg.model_dump()
-            diff = [k for k in a if a[k] != b[k]]
-            raise RunDirError(f"{run_dir}: the config differs from the saved one in {', '.join(diff)}; "
-                              "resume with the saved config (omit CONFIG) or start a new run directory")
-        return saved
     if ours:
         if not overwrite:
             raise RunDirError(f"{run_dir} already holds a run ({ours[0].name}); pass --resume to continue it "
@@ -319,7 +337,7 @@ def train(
     model = build_model(cfg, data.space).to(device)
     objective = build_objective(cfg).to(device)
     opt = torch.optim.AdamW(list(model.parameters()) + list(objective.parameters()), lr=t.lr,
-                            weight_decay=t.weight_decay, fused=t.fused_optimizer or None)
+                            weight_decay=t.weight_decay, **optimizer_impl(t.fused_optimizer))
     start = _load_resume_state(run_dir, model, objective, opt) if resume else 0
     rd = RunDir(run_dir)
     for tmp in rd.stale_temp_files():  # a killed atomic write leaves its temporary file: never read, removed
@@ -356,7 +374,7 @@ def train(
                 gen = torch.Generator().manual_seed(seed)
                 torch.manual_seed(seed)  # dropout
                 # 2. Loss, gradient, (optional) global-norm clip, update.
-                with autocast(device, t.precision):
+                with precision_context(device, t.precision):
                     parts = objective.loss(model, x, prompt, generator=gen)
                 opt.zero_grad(set_to_none=True)
                 parts["loss"].backward()
@@ -438,7 +456,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     if bad:
         raise CheckpointError(f"{path}: non-finite weights ({bad[0]} and {len(bad) - 1} more): the run diverged; "
                               "its readings would be meaningless")
-    cfg = config_from_dict(meta["config"], str(path))
+    cfg = config_from_dict(meta["config"], str(path), saved_run=True)
     model = build_model(cfg)
     objective = build_objective(cfg)
     model.load_state_dict(split_prefix(tensors, "model"))

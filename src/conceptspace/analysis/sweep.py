@@ -37,7 +37,7 @@ def collect_runs(sweep_dir: str | Path) -> list[dict]:
         rd = RunDir(run_dir)
         if not rd.metrics.is_file():
             continue
-        cfg = load_config(rd.config)
+        cfg = load_config(rd.config, saved_run=True)
         metrics = rd.read_metrics()
         space = ConceptSpace.from_config(cfg.data)
         seps = {}

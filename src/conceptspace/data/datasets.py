@@ -30,8 +30,9 @@ class ConceptImages:
         return ConceptImages(self.images[idx], self.prompts[idx], self.class_ids[idx])
 
 
-def render_classes(space: ConceptSpace, names: list[str], mode: str, rng: np.random.Generator) -> ConceptImages:
-    """Render one image per entry of `names` (train or test mode) with its prompt."""
+def render_classes(space: ConceptSpace, names: list[str], mode: str, rng: np.random.Generator,
+                   threads: int = 2) -> ConceptImages:
+    """Render one image per entry of `names` (train or test mode) with its prompt (`threads`: see `render`)."""
     if not names:  # e.g. no held-out class: an empty set, not an error
         from .prompts import PromptLayout
 
@@ -40,7 +41,7 @@ def render_classes(space: ConceptSpace, names: list[str], mode: str, rng: np.ran
                              np.zeros((0, len(space.concepts)), dtype=np.int64))
     ids = space.class_ids(names)
     values = sample_values(space, ids, mode, rng)
-    images = render_space(values, space, rng)
+    images = render_space(values, space, rng, threads)
     return ConceptImages(torch.from_numpy(images), torch.from_numpy(encode_prompt(space, values)), ids)
 
 
@@ -99,8 +100,10 @@ def make_dataset(cfg: ExperimentConfig) -> TrainingData:
         n_val = int(round(cfg.data.val_fraction * len(full)))
         ood = real_classes(cfg, space, list(space.held_out), cfg.data.n_ood, rng)
         return TrainingData(space, full.subset(order[n_val:]), full.subset(order[:n_val]), ood)
-    full = render_classes(space, [n for n in space.train_classes for _ in range(cfg.data.n_per_class)], "train", rng)
+    threads = cfg.train.threads or 2  # a sweep's one-thread run renders on one thread too
+    full = render_classes(space, [n for n in space.train_classes for _ in range(cfg.data.n_per_class)], "train", rng,
+                          threads)
     order = rng.permutation(len(full))
     n_val = int(round(cfg.data.val_fraction * len(full)))
-    ood = render_classes(space, [n for n in space.held_out for _ in range(cfg.data.n_ood)], "test", rng)
+    ood = render_classes(space, [n for n in space.held_out for _ in range(cfg.data.n_ood)], "test", rng, threads)
     return TrainingData(space, full.subset(order[n_val:]), full.subset(order[:n_val]), ood)

@@ -59,11 +59,12 @@ def blur_matrix(width: int, sigma: float) -> np.ndarray:
 
 
 def blur_masks(masks: np.ndarray, sigma: float) -> np.ndarray:
-    """[N, W, W] float32 -> the same blurred along both image axes, bit-identical to
+    """[N, W, W] float32 -> the same blurred along both image axes, equal bit for bit to
     `gaussian_filter(masks, (0, sigma, sigma), mode="reflect", truncate=4)` (the paper's per-image blur).
 
     Two matrix products in float64, rounded to float32 between the passes exactly where scipy rounds (its
-    intermediate array is float32): several times faster than scipy's line-by-line filter at 16-64 px."""
+    intermediate array is float32): several times faster than scipy's line-by-line filter at 16-64 px. Equality is
+    checked by tests (a float64 sum in another order could in principle round differently on another BLAS)."""
     b = blur_matrix(masks.shape[-1], float(sigma))
     # Both operands float64 and contiguous, so NumPy hands the products to BLAS (a mixed-type or transposed operand
     # falls back to its slow generic loop).
@@ -74,7 +75,9 @@ def blur_masks(masks: np.ndarray, sigma: float) -> np.ndarray:
 @lru_cache(maxsize=32)
 def _blur_matrix_t(width: int, sigma: float) -> np.ndarray:
     """`blur_matrix(...).T`, contiguous (the second pass, along axis 2)."""
-    return np.ascontiguousarray(blur_matrix(width, sigma).T)
+    out = np.ascontiguousarray(blur_matrix(width, sigma).T)
+    out.setflags(write=False)
+    return out
 
 
 def render(
@@ -83,8 +86,9 @@ def render(
 ) -> np.ndarray:
     """Images [N, 3, H, W] float32 in [0, 1]. `rng` draws the pixel noise (None: no noise).
 
-    With `threads=2` the pixel noise (most of the work at 32 px) is drawn on a second thread while this one draws the
-    objects; the noise still comes from `rng` in the same order, so the images are the same for any `threads`."""
+    With `threads` above 1 the pixel noise (most of the work at 32 px) is drawn on a second thread while this one
+    draws the objects; the noise still comes from `rng` in the same order, so the images are the same for any
+    `threads`."""
     lin = np.linspace(-1.0, 1.0, image_size, dtype=np.float32)
     sigma = blur * image_size
     n = len(values)
@@ -125,9 +129,10 @@ def render(
     return out
 
 
-def render_space(values: ConceptValues, space: ConceptSpace, rng: np.random.Generator | None) -> np.ndarray:
+def render_space(values: ConceptValues, space: ConceptSpace, rng: np.random.Generator | None,
+                 threads: int = 2) -> np.ndarray:
     """`render` with the space's image size, blur and noise."""
-    return render(values, space.image_size, space.blur, space.noise, rng)
+    return render(values, space.image_size, space.blur, space.noise, rng, threads)
 
 
 def paper_render(values: ConceptValues, image_size: int, noise: float, rng: np.random.RandomState | None,

@@ -142,9 +142,9 @@ class Upsample(nn.Module):
         self.conv = nn.Conv2d(in_ch, out_ch, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or not x.is_cpu:
             up = F.interpolate(x, scale_factor=2.0, mode="nearest")
-        else:  # sampling: the same values (a copy), several times faster on CPU than interpolate's kernel
+        else:  # sampling on CPU: the same values (a copy), several times faster than interpolate's CPU kernel
             up = x.repeat_interleave(2, dim=-1).repeat_interleave(2, dim=-2)
         return self.conv(up)
 

@@ -44,7 +44,7 @@ from ..rundir import (
     write_json,
     writes_run,
 )
-from ..train import autocast, load_checkpoint, read_run_info
+from ..train import load_checkpoint, precision_context, read_run_info
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def generate(model, objective, cfg: ExperimentConfig, prompts: torch.Tensor, gui
     s, size = cfg.sampler, cfg.data.image_size
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(cfg.eval.seed + noise)
-    with model.hooks(hooks or []), autocast(device, s.precision):
+    with model.hooks(hooks or []), precision_context(device, s.precision):
         x = sample(model, objective, prompts.to(device), shape=(3, size, size), n_steps=s.n_steps, method=s.method,
                    eta=s.eta, guidance_scale=s.guidance_scale if guidance is None else guidance, generator=gen,
                    batch_size=len(prompts) if hooks else cfg.eval.batch_size, shared_noise=shared,

@@ -71,7 +71,7 @@ def masking_figures(runs: list[dict], metrics: dict, kinds: list[str]) -> dict[s
     ps = sorted({r["masking"] for r in shown})
     for p in dict.fromkeys(ps[:1] + ps[-1:]):  # the smallest and the largest p
         run = min((r for r in shown if r["masking"] == p), key=lambda r: r["seed"])
-        space = ConceptSpace.from_config(load_config(RunDir(run["dir"]).config).data)
+        space = ConceptSpace.from_config(load_config(RunDir(run["dir"]).config, saved_run=True).data)
         figs[f"final generations at p={p:g} (seed {run['seed']})"] = plot_class_grid(
             space, {n: s.astype(np.float32) / 255.0 for n, s in run["final_samples"].items()},
             title=f"masking p={p:g}, seed {run['seed']}, step {run['steps'][-1]}")
