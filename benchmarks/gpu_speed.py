@@ -20,9 +20,9 @@ import time
 import torch
 
 from conceptspace.config import load_config
-from conceptspace.model.samplers import sample
 from conceptspace.data.concepts import ConceptSpace
 from conceptspace.data.prompts import PromptLayout
+from conceptspace.model.samplers import sample
 from conceptspace.train import build_model, build_objective, precision_context
 
 
