@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 import io
 import json
+import re
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -22,7 +23,7 @@ from ..analysis.sweep import (
     pooled_runs,
 )
 from ..analysis.trajectories import mean_trajectory
-from ..rundir import read_json, write_text
+from ..rundir import atomic_write, read_json, write_text
 from .plots import concept_axes
 from .run_page import STYLE, _img
 from .sweep_figures import masking_figures, plot_capability_onsets
@@ -196,10 +197,14 @@ def sweep_report(out_dir: str | Path) -> Path:
                     f"final probe P(blue) of the held-out class: {blue}.</p>")
     for line in capability_sentences(capability) if capability else []:
         body.append(f"<p>{html.escape(line)}</p>")
+    fig_dir = out_dir / "figures"  # the same figures as files, for papers and READMEs
+    fig_dir.mkdir(exist_ok=True)
     for name, fig in figs.items():
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=100)
         plt.close(fig)
+        slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+        atomic_write(fig_dir / f"{slug}.png", lambda f, data=buf.getvalue(): f.write(data))
         body.append(f"<h2>{html.escape(name)}</h2>" + _img(buf.getvalue()))
     body.append("<h2>sweep_metrics.json</h2><pre>" + html.escape(json.dumps(metrics, indent=1)) + "</pre>")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(out_dir.name)}</title>"
