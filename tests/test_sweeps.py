@@ -162,6 +162,7 @@ def test_sweep_report_on_a_micro_sweep(tmp_path):
     assert set(m["speed_vs_signal"]) == {"color", "size"}
     assert all(len(p) == 2 for p in m["speed_vs_signal"]["color"]["points"])
     assert "data:image/png;base64" in report.read_text()
+    assert (tmp_path / "out" / "figures" / "learning_speed_vs_concept_signal.png").read_bytes()[:4] == b"\x89PNG"
     assert np.isfinite(m["speed_vs_signal"]["color"]["points"][0][0])
 
     # more seeds run later into another directory, pooled into a new one; neither sweep's own report changes
