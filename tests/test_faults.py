@@ -129,11 +129,11 @@ def test_config_yaml_is_checked_against_the_checkpoints(tmp_path, capsys):
     assert main(["run", "configs/micro.yaml", "--run-dir", str(run), "--set", "probe.kind=analytic",
                  "--set", "elicit.methods=[naive]"]) == 0
     good = (run / "config.yaml").read_text()
-    # Cut before `train:`: resuming would otherwise continue a finished 30-step run toward the default 6,000 steps.
+    # Cut before `train:`: resuming would otherwise continue a finished 30-step run toward the default 4,000 steps.
     (run / "config.yaml").write_text(good[:good.index("train:")])
     assert main(["train", "--run-dir", str(run), "--resume"]) == 2
     err = capsys.readouterr().err
-    assert "differs from the config its checkpoints were trained with" in err and "train.n_checkpoints" in err
+    assert "differs from the config its checkpoints were trained with" in err and "train.first_checkpoint" in err
     (run / "config.yaml").write_text("")
     assert main(["report", str(run)]) == 2
     assert "empty config file" in capsys.readouterr().err

@@ -79,7 +79,7 @@ def run_pipeline(run_dir: Path, cfg: ExperimentConfig, resume: bool = False, ove
             check_probe_space(probe, ConceptSpace.from_config(cfg.data))
         with timed_stage(seconds, "train"):
             if resume and rd.info.is_file() and read_json(rd.info).get("status") == "done":
-                check_same_run(run_dir, cfg)  # a finished run is never reported under a changed config
+                check_same_run(run_dir, cfg, training_only=True)  # never another recipe's run under this config
                 logger.info("%s: training already done; evaluating what is new", run_dir)
             else:
                 # `run --resume` on a fresh directory simply starts: it makes `make demo` safe to repeat.

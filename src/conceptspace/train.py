@@ -189,9 +189,16 @@ def config_differences(a: ExperimentConfig, b: ExperimentConfig) -> list[str]:
     return sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k) and k not in _PLACED)
 
 
-def check_same_run(run_dir: str | Path, cfg: ExperimentConfig) -> None:
-    """Refuse to continue (or re-read) a run under a config other than the one it was trained with."""
+TRAINING_SECTIONS = ("seed", "data", "model", "diffusion", "train")  # what the weights depend on
+
+
+def check_same_run(run_dir: str | Path, cfg: ExperimentConfig, training_only: bool = False) -> None:
+    """Refuse to continue (or re-read) a run under a config other than the one it was trained with; with
+    `training_only`, only what the weights depend on counts (evaluation settings are checked by the arrays' own
+    settings files, and another probe or sampler is a new evaluation, not another run)."""
     diff = config_differences(load_run_config(run_dir), cfg)
+    if training_only:
+        diff = [k for k in diff if k.split(".")[0] in TRAINING_SECTIONS]
     if diff:
         raise RunDirError(f"{run_dir} was trained with another config (differs in {', '.join(diff[:6])}"
                           f"{' ...' if len(diff) > 6 else ''}); use a new run directory, --overwrite, or omit CONFIG "
