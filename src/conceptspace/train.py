@@ -192,17 +192,19 @@ def config_differences(a: ExperimentConfig, b: ExperimentConfig) -> list[str]:
 TRAINING_SECTIONS = ("seed", "data", "model", "diffusion", "train")  # what the weights depend on
 
 
-def check_same_run(run_dir: str | Path, cfg: ExperimentConfig, training_only: bool = False) -> None:
-    """Refuse to continue (or re-read) a run under a config other than the one it was trained with; with
-    `training_only`, only what the weights depend on counts (evaluation settings are checked by the arrays' own
-    settings files, and another probe or sampler is a new evaluation, not another run)."""
-    diff = config_differences(load_run_config(run_dir), cfg)
+def check_same_run(run_dir: str | Path, cfg: ExperimentConfig, training_only: bool = False) -> ExperimentConfig:
+    """The run's saved config, refusing to continue (or re-read) the run under a config other than the one it was
+    trained with; with `training_only`, only what the weights depend on counts (evaluation settings are checked by
+    the arrays' own settings files, and another probe or sampler is a new evaluation, not another run)."""
+    saved = load_run_config(run_dir)
+    diff = config_differences(saved, cfg)
     if training_only:
         diff = [k for k in diff if k.split(".")[0] in TRAINING_SECTIONS]
     if diff:
         raise RunDirError(f"{run_dir} was trained with another config (differs in {', '.join(diff[:6])}"
                           f"{' ...' if len(diff) > 6 else ''}); use a new run directory, --overwrite, or omit CONFIG "
                           "to continue it as it was")
+    return saved
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
@@ -222,8 +224,7 @@ def _prepare_run_dir(cfg: ExperimentConfig, run_dir: Path, resume: bool, overwri
         if not rd.config.is_file():
             raise RunDirError(f"{run_dir}: nothing to resume (no config.yaml); start it without --resume")
         # Thread count and device are placement, not the run: a killed run may resume on other cores or another GPU.
-        check_same_run(run_dir, cfg)
-        saved = load_run_config(run_dir)
+        saved = check_same_run(run_dir, cfg)
         return saved.model_copy(update={"train": saved.train.model_copy(
             update={k: getattr(cfg.train, k) for k in PLACEMENT})})
     if ours:

@@ -4,7 +4,7 @@ Geometry: coordinates linspace(-1, 1, W) on both axes (axis 0 = x, as in the pap
 radius `size` (triangle and square of equal area) centred at (x, y), a Gaussian edge blur of `blur * W` pixels,
 `img = smooth * color + (1 - smooth) * bg`, plus N(0, noise^2) pixel noise, clipped to [0, 1].
 
-`paper_render` is the paper's own per-image algorithm (Appendix B's data-generating process as its code draws it:
+`paper_render` is the paper's own per-image algorithm (the data-generating process as its official code draws it:
 one image at a time, a scipy Gaussian blur per image, noise from NumPy's legacy generator); it is the reference G
 is checked against (tests) and timed against (`benchmarks/render_throughput.py`).
 """
@@ -104,7 +104,7 @@ def render(
     pool = ThreadPoolExecutor(1) if noisy and threads > 1 and len(chunks) > 1 else None
     try:
         # Chunk k's noise is drawn (in chunk order, one draw at a time) while chunk k's objects are drawn here.
-        pending = pool.submit(draw, chunks[0]) if pool and chunks else None
+        pending = pool.submit(draw, chunks[0]) if pool else None
         for k, sl in enumerate(chunks):
             part = ConceptValues(*(getattr(values, f)[sl] for f in ("x", "y", "color", "size", "shape", "bg_color")))
             smooth = _masks(part, lin)
