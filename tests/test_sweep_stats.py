@@ -6,6 +6,7 @@ import pytest
 from conceptspace.analysis.sweep_stats import (
     bootstrap,
     censored_summary,
+    closer_when_learned,
     concordance,
     kaplan_meier,
     observed_order,
@@ -60,3 +61,20 @@ def test_censored_summary_on_a_sweep_like_table():
     # 30 comparable pairs, none discordant; the 6 pairs of seeds at one separation tie on the signal (1/2 each)
     assert s["concordance"] == pytest.approx(27 / 30)
     assert s["spearman_runs"] > 0.8 and s["spearman_runs_interval"][0] is not None
+
+
+def test_closer_when_learned_counts_pairs_and_resamples_runs():
+    # run A: learned class at 0.2, unlearned at 0.9; run B: learned at 0.5, unlearned at 0.4
+    out = closer_when_learned([0.2, 0.9, 0.5, 0.4], [True, False, True, False], ["A", "A", "B", "B"], [1, 1, 1, 1],
+                              n_boot=200)
+    # pairs (learned, unlearned): (0.2, 0.9) yes, (0.2, 0.4) yes, (0.5, 0.9) yes, (0.5, 0.4) no -> 3/4
+    assert out["closer_fraction"] == pytest.approx(0.75) and out["n"] == 4 and out["n_learned"] == 2
+    assert out["n_runs"] == 2 and out["interval"][0] <= 0.75 <= out["interval"][1]
+    assert closer_when_learned([0.3, 0.3], [True, False], ["A", "A"], [0, 0], n_boot=50)["closer_fraction"] == 0.5
+    # every learned reading closer than every unlearned one, over 6 runs: 1, interval at 1
+    d = [0.1, 0.8] * 6
+    e = [True, False] * 6
+    runs = np.repeat(np.arange(6), 2)
+    out = closer_when_learned(d, e, runs, runs % 2, n_boot=100)
+    assert out["closer_fraction"] == 1.0 and out["interval"] == [1.0, 1.0]
+    assert closer_when_learned([0.1], [True], ["A"], [0], n_boot=20)["closer_fraction"] is None  # nothing unlearned

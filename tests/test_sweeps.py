@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from conceptspace.analysis.sweep import analyze_sweep, order_grid, speed_vs_signal
+from conceptspace.analysis.sweep_stats import wilson
 from conceptspace.cli import main
 from conceptspace.report.sweep_page import sweep_report
 from conceptspace.sweeps import SweepError, expand, load_spec, point_name, run_sweep
@@ -118,6 +119,8 @@ def test_speed_vs_signal_on_synthetic_runs():
     assert per_run["concordance_interval"] == [pytest.approx(1.0), pytest.approx(1.0)]
     assert per_run["kaplan_meier"]["0.1"] == {"n": 2, "steps": [], "learned_fraction": [], "horizon": 4000}
     assert per_run["kaplan_meier"]["0.8"]["learned_fraction"] == [1.0]
+    assert per_run["learned_by_separation"]["0.1"]["learned"] == 0 and per_run["learned_by_separation"]["0.1"]["n"] == 2
+    assert per_run["learned_by_separation"]["0.8"] == {"n": 2, "learned": 2, "interval": list(wilson(2, 2))}
     # Size has one separation and one signal: no relation to measure.
     assert m["size"]["per_run"]["concordance"] == pytest.approx(0.5) and m["size"]["per_run"]["spearman_runs"] is None
     # Training class 10 learns color faster at larger separation; it has size value 0, so no size speed.

@@ -21,7 +21,7 @@ from ..sweeps import SweepError, point_name
 from .capability import capability_summary
 from .masking import masking_metrics
 from .run_metrics import trajectory_arrays
-from .sweep_stats import censored_summary, kaplan_meier, observed_order, order_accuracy
+from .sweep_stats import censored_summary, closer_when_learned, kaplan_meier, observed_order, order_accuracy, wilson
 from .trajectories import corners
 
 
@@ -117,6 +117,13 @@ def per_run_statistics(points: list[dict], n_boot: int = 2000) -> dict:
         curves[f"{sep:g}"] = {"n": len(grp), "steps": t.tolist(), "learned_fraction": f.round(4).tolist(),
                               "horizon": max(p["horizon"] for p in grp)}
     stats["kaplan_meier"] = curves
+    # how many (class, run) readings learned the concept within the run, per separation (classes of one run are
+    # not independent: the interval is descriptive)
+    stats["learned_by_separation"] = {}
+    for sep in sorted({p["sep"] for p in points}):
+        grp = [p for p in points if p["sep"] == sep]
+        k = sum(p["step"] is not None for p in grp)
+        stats["learned_by_separation"][f"{sep:g}"] = {"n": len(grp), "learned": k, "interval": list(wilson(k, len(grp)))}
     stats["points"] = [{k: p[k] for k in ("run", "class", "sep", "signal", "step", "horizon")} for p in points]
     return stats
 
@@ -253,6 +260,10 @@ def sweep_metrics(runs: list[dict]) -> dict:
     learned = learned_vs_distance(runs)
     if learned:
         metrics["held_out_learned_vs_distance"] = learned
+        cell = {r["name"]: tuple(r["sep"].get(k) for k in varied) for r in runs}
+        metrics["held_out_closer_when_learned"] = closer_when_learned(
+            [p["distance"] for p in learned], [p["learned"] for p in learned], [p["run"] for p in learned],
+            [cell[p["run"]] for p in learned])
     # Which training corner each held-out trajectory moved toward first: the run analysis's memorisation corner
     # (the first training corner it came within eval.memorisation_radius of, once training classes are drawn).
     if varied:

@@ -9,7 +9,9 @@ neither "learned at the end" nor "missing". Statistics here use every run and tr
 - `rank_correlation`: Spearman correlation over runs of the signal with the learning *speed*, never learned = speed
   0 (all runs of one sweep share the horizon, so censored runs tie below every learned one);
 - `bootstrap`: a percentile interval over seeds, resampling runs within each group (separation) with replacement;
-- `order_accuracy`: how often the concept with the larger signal is learned first, with a Wilson interval.
+- `order_accuracy`: how often the concept with the larger signal is learned first, with a Wilson interval;
+- `closer_when_learned`: how often a learned held-out class was closer to its corner than an unlearned one, with
+  an interval that resamples whole runs (the classes of one run are not independent).
 """
 
 from __future__ import annotations
@@ -116,6 +118,28 @@ def order_accuracy(log_ratio: Sequence[float], orders: Sequence[str | None]) -> 
     return {"n": len(orders), "n_scored": len(scored), "correct": right,
             "accuracy": right / len(scored) if scored else None, "interval": [lo, hi],
             "unknown": sum(o is None for o in orders), "ties": sum(o == "tie" for o in orders)}
+
+
+def closer_when_learned(distance: Sequence[float], learned: Sequence[bool], run: Sequence[object],
+                        group: Sequence[object], n_boot: int = 2000) -> dict:
+    """Over (learned, unlearned) pairs of readings, the fraction where the learned one has the smaller distance
+    (ties one half; 0.5 = no relation), with a bootstrap interval that resamples runs (all of a run's readings
+    together) within each group. `run` names each reading's run, `group` its run's separation cell."""
+    d, e, r = np.asarray(distance, dtype=float), np.asarray(learned, dtype=bool), np.asarray([str(x) for x in run])
+    names = list(dict.fromkeys(r.tolist()))
+    rows = [np.nonzero(r == n)[0] for n in names]
+    run_group = [str(group[int(i[0])]) for i in rows]
+
+    def auc(run_idx: np.ndarray) -> float | None:
+        idx = np.concatenate([rows[i] for i in run_idx])
+        a, b = d[idx][e[idx]], d[idx][~e[idx]]
+        if not len(a) or not len(b):
+            return None
+        return float(((a[:, None] < b[None, :]).sum() + 0.5 * (a[:, None] == b[None, :]).sum()) / (len(a) * len(b)))
+
+    lo, hi = bootstrap(auc, run_group, n_boot)
+    return {"n": len(d), "n_learned": int(e.sum()), "n_runs": len(names), "closer_fraction": auc(np.arange(len(names))),
+            "interval": [lo, hi]}
 
 
 def censored_summary(signal: Sequence[float], steps: Sequence[int | None], horizon: Sequence[int],
