@@ -123,7 +123,8 @@ def per_run_statistics(points: list[dict], n_boot: int = 2000) -> dict:
     for sep in sorted({p["sep"] for p in points}):
         grp = [p for p in points if p["sep"] == sep]
         k = sum(p["step"] is not None for p in grp)
-        stats["learned_by_separation"][f"{sep:g}"] = {"n": len(grp), "learned": k, "interval": list(wilson(k, len(grp)))}
+        stats["learned_by_separation"][f"{sep:g}"] = {"n": len(grp), "learned": k,
+                                                       "interval": list(wilson(k, len(grp)))}
     stats["points"] = [{k: p[k] for k in ("run", "class", "sep", "signal", "step", "horizon")} for p in points]
     return stats
 

@@ -188,15 +188,16 @@ def sweep_report(out_dir: str | Path) -> Path:
                     f"{lo:.0%}-{hi:.0%}); {pred['unknown']} pairs learned neither concept, {pred['ties']} tied.</p>")
     closer = metrics.get("held_out_closer_when_learned")
     if closer and closer["closer_fraction"] is not None:
-        body.append(f"<p>Held-out classes learned on every concept ({closer['n_learned']} of {closer['n']} (class, run) "
-                    f"readings, {closer['n_runs']} runs) were closer to their own corner at training saturation than "
+        body.append(f"<p>Held-out classes learned on every concept ({closer['n_learned']} of {closer['n']} "
+                    f"(class, run) readings, {closer['n_runs']} runs) were closer to their own corner at training saturation than "
                     f"unlearned ones in {html.escape(format_interval(closer['closer_fraction'], closer['interval']))} "
                     "of (learned, unlearned) pairs (0.5 = no relation; 95% bootstrap interval over runs).</p>")
     for kind, m in metrics["speed_vs_signal"].items():
         counts = m["per_run"].get("learned_by_separation") if m["per_run"] else None
         if counts:
-            body.append(f"<p>{html.escape(kind)}, held-out classes learned within the run, per separation: " + ", ".join(
-                f"{sep}: {c['learned']} of {c['n']}" for sep, c in counts.items()) + ".</p>")
+            per_sep = ", ".join(f"{sep}: {c['learned']} of {c['n']}" for sep, c in counts.items())
+            body.append(f"<p>{html.escape(kind)}, held-out classes learned within the run, per separation: "
+                        f"{per_sep}.</p>")
     if masking:
         rho = "n/a" if masking["spearman_time_vs_p"] is None else f"{masking['spearman_time_vs_p']:.2f}"
         blue = ", ".join(f"p={k}: {v:.2f}" for k, v in masking["final_p_blue"].items())
