@@ -225,6 +225,27 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_paper(args: argparse.Namespace) -> int:
+    from . import paper
+
+    entries = paper.load_catalogue(args.catalogue)
+    if args.action == "list":
+        if args.json:
+            print(json.dumps([e.model_dump() | {"command": paper.command(e)} for e in entries], indent=1))
+        else:
+            print(paper.catalogue_table(entries, args.out))
+        return 0
+    if not args.name:
+        raise ConceptspaceError(f"`paper {args.action}` needs an entry name; `conceptspace paper list` shows them")
+    e = paper.find_entry(entries, args.name)
+    if args.action == "run":
+        d = paper.run_entry(e, args.out, args.executor, args.workers, args.overrides)
+        print(f"{e.name}: results in {d}; `conceptspace paper report {e.name}` draws its figures")
+        return 0
+    print("\n".join(paper.report_entry(e, args.out)))
+    return 0
+
+
 REBUILD_HELP = "write config.yaml anew from the config embedded in the last checkpoint (when it is lost or damaged)"
 
 
@@ -311,6 +332,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figure", default=None, help="also write the elicitation figure across these runs (PNG)")
     p.add_argument("--tag", default="default", help="which evaluation of each run (eval/<tag>/)")
     p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("paper", help="the paper's results: list them, run one, or report it")
+    p.add_argument("action", choices=["list", "run", "report"])
+    p.add_argument("name", nargs="?", default=None, help="entry name (see `conceptspace paper list`)")
+    p.add_argument("--out", default="runs/paper", help="results root: each entry under <out>/<name>")
+    p.add_argument("--catalogue", default=None, help="catalogue YAML (default: configs/paper.yaml)")
+    p.add_argument("--executor", choices=["local", "slurm", "slurm-local", "dask"], default=None,
+                   help="where a sweep entry's runs go (default: the spec's, else local)")
+    p.add_argument("--workers", type=int, default=None, help="parallel runs of a sweep entry (default: cores)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a run entry's config, e.g. --set data.real.path=/data/celeba (repeatable)")
+    p.add_argument("--json", action="store_true", help="list: print the catalogue as JSON")
+    p.set_defaults(func=cmd_paper)
 
     p = sub.add_parser("signal", help="print the concept signal of each concept")
     _add_common(p)

@@ -27,7 +27,7 @@ def capability_summary(runs: list[dict], min_runs: int | None = None) -> dict | 
     arms: dict[str, list[dict]] = {}
     for r in runs:
         for held, e in (r.get("elicitation") or {}).items():
-            if "hidden" in e:
+            if e.get("hidden"):  # naive prompting alone: nothing to compare
                 arms.setdefault(r.get("arm", "all"), []).append(run_row(r, held, e))
     if not arms:
         return None

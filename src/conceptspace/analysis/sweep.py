@@ -18,7 +18,7 @@ from ..config import load_config
 from ..data.concepts import ConceptSpace
 from ..rundir import RunDir, load_npz, read_json, write_json
 from ..sweeps import SweepError, point_name
-from .capability import capability_summary
+from .capability import capability_sentences, capability_summary
 from .masking import masking_metrics
 from .run_metrics import trajectory_arrays
 from .sweep_stats import censored_summary, closer_when_learned, kaplan_meier, observed_order, order_accuracy, wilson
@@ -227,6 +227,42 @@ def per_run_sentence(kind: str, stats: dict) -> str:
             f"{format_interval(stats['concordance'], stats['concordance_interval'])}, Spearman of signal vs speed over runs "
             f"(never = 0) {format_interval(stats['spearman_runs'], stats['spearman_runs_interval'])} (95% bootstrap "
             "intervals over seeds).")
+
+
+def sweep_reading(metrics: dict) -> list[str]:
+    """The sweep's headline numbers as sentences (plain text): per-run statistics per concept, learning order,
+    closeness at training saturation, learned counts per separation, masking and hidden capabilities."""
+    lines = [per_run_sentence(kind, m["per_run"]) for kind, m in metrics["speed_vs_signal"].items()]
+    pred = metrics.get("learning_order", {}).get("prediction")
+    if pred and pred["n_scored"]:
+        lo, hi = pred["interval"]
+        lines.append(f"Learning order: the concept with the larger signal is learned first in {pred['correct']} of "
+                     f"{pred['n_scored']} (run, held-out class) pairs ({pred['accuracy']:.0%}, 95% interval "
+                     f"{lo:.0%}-{hi:.0%}); {pred['unknown']} pairs learned neither concept, {pred['ties']} tied.")
+    closer = metrics.get("held_out_closer_when_learned")
+    if closer and closer["closer_fraction"] is not None:
+        lines.append(f"Held-out classes learned on every concept ({closer['n_learned']} of {closer['n']} (class, run) "
+                     f"readings, {closer['n_runs']} runs) were closer to their own corner at training saturation "
+                     f"than unlearned ones in {format_interval(closer['closer_fraction'], closer['interval'])} of "
+                     "(learned, unlearned) pairs (0.5 = no relation; 95% bootstrap interval over runs).")
+    for kind, m in metrics["speed_vs_signal"].items():
+        counts = m["per_run"].get("learned_by_separation") if m["per_run"] else None
+        if counts:
+            per_sep = ", ".join(f"{sep}: {c['learned']} of {c['n']}" for sep, c in counts.items())
+            lines.append(f"{kind}, held-out classes learned within the run, per separation: {per_sep}.")
+    masking = metrics.get("masking")
+    if masking:
+        rho = "n/a" if masking["spearman_time_vs_p"] is None else f"{masking['spearman_time_vs_p']:.2f}"
+        blue = ", ".join(f"p={k}: {v:.2f}" for k, v in masking["final_p_blue"].items())
+        pr = masking["per_run"]
+        lines.append(f"Masking, over {pr['n_runs']} runs ({pr['n_learned']} learned the held-out class on every "
+                     f"concept, the others censored at the run's end): Harrell's C of -p vs learning time "
+                     f"{format_interval(pr['concordance'], pr['concordance_interval'])} (1: more masking, always "
+                     f"later; 0.5: no relation); Spearman of the per-p mean times (never = twice the run) {rho}; "
+                     f"final probe P(blue) of the held-out class: {blue}.")
+    if metrics.get("hidden_capability"):
+        lines += capability_sentences(metrics["hidden_capability"])
+    return lines
 
 
 def pooled_runs(sweep_dirs: list[Path]) -> list[dict]:

@@ -155,6 +155,60 @@ def plot_losses(rows: list[dict]) -> Figure:
     return fig
 
 
+def plot_emergence(rows: list[dict], steps: np.ndarray, acc: np.ndarray, coords: np.ndarray,
+                   class_names: list[str], held: str, kinds: list[str], turn: dict | None = None,
+                   elicitation: dict | None = None) -> Figure:
+    """The paper's emergence figure for one held-out class: loss, training vs held-out accuracy, and the held-out
+    trajectory, with the sudden turn and the capability (the earliest held intervention onset, a star) marked on
+    all three. `acc` [checkpoints, classes, concepts]; accuracy is the product of the per-concept accuracies."""
+    turn, elicitation = turn or {}, elicitation or {}
+    cap = elicitation.get("best_intervention_onset") or {}
+    cap_step = cap.get("step") if isinstance(cap, dict) else cap
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    marks = [(turn.get("step"), "k", ":", f"turn @ {turn.get('step')}"),
+             (cap_step, "goldenrod", "-", f"capability @ {cap_step}")]
+    ax = axes[0]
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=0.7, alpha=0.6, label="train (batch)")
+    ck = [r for r in rows if r.get("val_loss") is not None]
+    ax.plot([r["step"] for r in ck], [r["val_loss"] for r in ck], "o-", ms=2.5, label="validation")
+    ood = [r for r in ck if r.get("ood_loss") is not None]
+    if ood:
+        ax.plot([r["step"] for r in ood], [r["ood_loss"] for r in ood], "s-", ms=2.5, color="C3", label="held-out")
+    ax.set_yscale("log" if rows and min(r["loss"] for r in rows) > 0 else "linear")
+    ax.set_ylabel("loss")
+    joint = acc.prod(axis=-1)  # [checkpoints, classes]
+    h = class_names.index(held)
+    train = [p for p, n in enumerate(class_names) if n != held]
+    axes[1].plot(steps, joint[:, train].mean(axis=1), "o-", ms=2.5, color="0.4", label="training classes (mean)")
+    axes[1].plot(steps, joint[:, h], "o-", ms=2.5, color="C3", label=f"held-out {held} (naive prompt)")
+    axes[1].set_ylim(-0.02, 1.02)
+    axes[1].set_ylabel("accuracy (product over concepts)")
+    for ax in axes[:2]:
+        ax.set_xscale("log")
+        ax.set_xlabel("training step")
+        for step, color, ls, label in marks:
+            if step is not None:
+                ax.axvline(step, color=color, ls=ls, lw=1.4, label=label)
+        ax.legend(fontsize=7)
+    ax = axes[2]
+    pts = coords[:, h, :2]
+    lc = _colored_line(ax, pts, steps, "viridis", 2.4)
+    for p in train:
+        ax.plot(*coords[:, p, :2].T, color="0.6", lw=1.0, ls="--")
+    for step, marker, size, label in [(turn.get("step"), "X", 90, "turn"), (cap_step, "*", 260, "capability")]:
+        if step is not None:
+            k = min(int(np.searchsorted(steps, step)), len(pts) - 1)
+            ax.scatter(*pts[k], marker=marker, s=size, color="gold" if marker == "*" else "k", edgecolor="k",
+                       zorder=5, label=f"{label} @ {step}")
+    concept_axes(ax, kinds[:2], False)
+    fig.colorbar(lc, ax=ax, label="training step", shrink=0.8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"held-out {held}: memorisation, sudden turn and the capability", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def plot_sample_grid(samples: np.ndarray, steps: np.ndarray, class_names: list[str], held_out: list[str],
                      max_cols: int = 10, per_cell: int = 2) -> Figure:
     """Generations across checkpoints: one row per class, one column per (selected) checkpoint."""

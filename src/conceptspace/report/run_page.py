@@ -133,6 +133,11 @@ def make_figures(run_dir: Path, cfg: ExperimentConfig, metrics: dict, tag: str =
     rows = rd.read_log()
     if rows:
         figs["losses"] = plots.plot_losses(rows)
+        if coords.shape[-1] >= 2:  # the emergence figure needs a 2-D (or more) concept space
+            for held_name in held:
+                figs[f"emergence_{held_name}"] = plots.plot_emergence(
+                    rows, steps, acc, coords, names, held_name, kinds, metrics.get("turn", {}).get(held_name),
+                    metrics.get("elicitation", {}).get(held_name))
     out = {}
     folder = rd.figures
     folder.mkdir(exist_ok=True)

@@ -14,13 +14,11 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ..analysis.capability import capability_sentences
 from ..analysis.sweep import (
     analyze_sweep,
     class_speeds,
-    format_interval,
-    per_run_sentence,
     pooled_runs,
+    sweep_reading,
 )
 from ..analysis.trajectories import mean_trajectory
 from ..rundir import atomic_write, read_json, write_text
@@ -178,37 +176,7 @@ def sweep_report(out_dir: str | Path) -> Path:
     body = [f"<h1>Sweep: {html.escape(out_dir.name)} ({len(runs)} finished runs)</h1>"]
     if pool:
         body.append(f"<p>Pooled from {html.escape(', '.join(map(str, sources)))}.</p>")
-    for kind, m in metrics["speed_vs_signal"].items():
-        body.append(f"<p>{html.escape(per_run_sentence(kind, m['per_run']))}</p>")
-    pred = metrics.get("learning_order", {}).get("prediction")
-    if pred and pred["n_scored"]:
-        lo, hi = pred["interval"]
-        body.append(f"<p>Learning order: the concept with the larger signal is learned first in {pred['correct']} of "
-                    f"{pred['n_scored']} (run, held-out class) pairs ({pred['accuracy']:.0%}, 95% interval "
-                    f"{lo:.0%}-{hi:.0%}); {pred['unknown']} pairs learned neither concept, {pred['ties']} tied.</p>")
-    closer = metrics.get("held_out_closer_when_learned")
-    if closer and closer["closer_fraction"] is not None:
-        body.append(f"<p>Held-out classes learned on every concept ({closer['n_learned']} of {closer['n']} "
-                    f"(class, run) readings, {closer['n_runs']} runs) were closer to their own corner at training saturation than "
-                    f"unlearned ones in {html.escape(format_interval(closer['closer_fraction'], closer['interval']))} "
-                    "of (learned, unlearned) pairs (0.5 = no relation; 95% bootstrap interval over runs).</p>")
-    for kind, m in metrics["speed_vs_signal"].items():
-        counts = m["per_run"].get("learned_by_separation") if m["per_run"] else None
-        if counts:
-            per_sep = ", ".join(f"{sep}: {c['learned']} of {c['n']}" for sep, c in counts.items())
-            body.append(f"<p>{html.escape(kind)}, held-out classes learned within the run, per separation: "
-                        f"{per_sep}.</p>")
-    if masking:
-        rho = "n/a" if masking["spearman_time_vs_p"] is None else f"{masking['spearman_time_vs_p']:.2f}"
-        blue = ", ".join(f"p={k}: {v:.2f}" for k, v in masking["final_p_blue"].items())
-        pr = masking["per_run"]
-        body.append(f"<p>Masking, over {pr['n_runs']} runs ({pr['n_learned']} learned the held-out class on every "
-                    f"concept, the others censored at the run's end): Harrell's C of -p vs learning time "
-                    f"<b>{format_interval(pr['concordance'], pr['concordance_interval'])}</b> (1: more masking, always "
-                    f"later; 0.5: no relation); Spearman of the per-p mean times (never = twice the run) {rho}; "
-                    f"final probe P(blue) of the held-out class: {blue}.</p>")
-    for line in capability_sentences(capability) if capability else []:
-        body.append(f"<p>{html.escape(line)}</p>")
+    body += [f"<p>{html.escape(line)}</p>" for line in sweep_reading(metrics)]
     fig_dir = out_dir / "figures"  # the same figures as files, for papers and READMEs
     fig_dir.mkdir(exist_ok=True)
     for name, fig in figs.items():
