@@ -8,7 +8,7 @@ import yaml
 
 from conceptspace.cli import main
 from conceptspace.errors import ConceptspaceError
-from conceptspace.paper import catalogue_table, find_entry, load_catalogue, report_entry, run_entry
+from conceptspace.paper import catalogue_table, find_entry, load_catalogue, report_entry
 from conceptspace.rundir import read_json
 
 ROOT = Path(__file__).resolve().parents[1]
