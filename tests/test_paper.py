@@ -99,3 +99,10 @@ def _capture(argv):
     with contextlib.redirect_stdout(buf):
         assert main(argv) == 0
     return buf.getvalue()
+
+
+def test_readme_table_agrees_with_the_catalogue():
+    text = (ROOT / "README.md").read_text()
+    block = text.split("<!-- paper-table -->", 1)[1].strip().split("\n\n", 1)[0].splitlines()[2:]
+    rows = {cells[1].strip(" `"): cells[4].strip() for cells in (r.split("|") for r in block)}
+    assert rows == {e.name: e.status for e in load_catalogue()}

@@ -20,7 +20,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from .config import StrictModel, load_config
 from .errors import ConceptspaceError
-from .rundir import read_json, write_json, write_text
+from .rundir import RunDir, read_json, write_json, write_text
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository, for a clone (editable install)
 RECORD = "paper_run.json"  # per entry directory: the wall time of every `paper run` piece
@@ -191,7 +191,7 @@ def _run(e: Entry, d: Path, executor: str | None, workers: int | None, overrides
     for seed in e.seeds:
         cfg = load_config(e.specs[0], [*overrides, f"seed={seed}"])
         run_dir = d / f"seed={seed}"
-        run_pipeline(run_dir, cfg, resume=(run_dir / "config.yaml").is_file())
+        run_pipeline(run_dir, cfg, resume=RunDir(run_dir).config.is_file())
     return True
 
 
@@ -244,13 +244,12 @@ def _report_sweep(e: Entry, d: Path) -> list[str]:
 
 def _report_runs(e: Entry, d: Path) -> list[str]:
     from .report.run_page import seeds_figure, summary_table, write_report
-    from .rundir import RunDir
 
     done = [d / f"seed={s}" for s in e.seeds if RunDir(d / f"seed={s}").metrics.is_file()]
     if not done:
         raise ConceptspaceError(f"{d}: no finished run yet; run `conceptspace paper run {e.name}`")
     for run_dir in done:
-        write_report(run_dir, load_config(run_dir / "config.yaml", saved_run=True))
+        write_report(run_dir, load_config(RunDir(run_dir).config, saved_run=True))
     lines = summary_table([str(x) for x in done]).splitlines()
     if any(RunDir(x).elicitation.is_file() for x in done):
         seeds_figure([str(x) for x in done]).savefig(d / "elicitation_seeds.png", dpi=110)
