@@ -152,6 +152,14 @@ def test_order_grid_sign():
                          "classes": {"11": {"held_out": True, "learning_step": {"color": tc, "size": 1000}}}})
     xs, ys, grid = order_grid(runs)
     assert xs == [0.2, 0.8] and (grid[:, 0] < 0).all() and (grid[:, 1] > 0).all()
+    from conceptspace.analysis.sweep import signal_ratio_grid
+
+    for r in runs:  # σ_color = Δcolor², σ_size = Δsize / 4: equal at Δcolor 0.2 / Δsize 0.16 and 0.8 / 2.56
+        r["signal"] = {"color": r["sep"]["color"] ** 2, "size": r["sep"]["size"] / 4}
+    ratio = signal_ratio_grid(runs, xs, ys)
+    assert ratio.shape == (2, 2) and (ratio[:, 0] < 0).all() and (ratio[:, 1] > 0).all()
+    assert ratio[0, 1] == pytest.approx(np.log(0.64 / 0.05))
+    assert np.isnan(signal_ratio_grid(runs, xs + [1.0], ys)[:, 2]).all()  # a cell without runs stays empty
 
 
 def test_sweep_report_on_a_micro_sweep(tmp_path):

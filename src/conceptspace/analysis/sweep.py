@@ -193,6 +193,20 @@ def order_grid(runs: list[dict], a: str = "color", b: str = "size") -> tuple[lis
     return xs, ys, grid
 
 
+def signal_ratio_grid(runs: list[dict], xs: list, ys: list, a: str = "color", b: str = "size") -> np.ndarray:
+    """Mean log(σ_a / σ_b) per (Δa, Δb) cell [len(ys), len(xs)] (NaN where no run has both signals): its zero
+    line is where the concept-signal law predicts the learning order to flip."""
+    grid = np.full((len(ys), len(xs)), np.nan)
+    cells: dict[tuple, list[float]] = {}
+    for r in runs:
+        sa, sb = r["signal"].get(a), r["signal"].get(b)
+        if sa and sb and r["sep"].get(a) in xs and r["sep"].get(b) in ys:
+            cells.setdefault((r["sep"][a], r["sep"][b]), []).append(float(np.log(sa / sb)))
+    for (x, y), v in cells.items():
+        grid[ys.index(y), xs.index(x)] = np.mean(v)
+    return grid
+
+
 def learned_vs_distance(runs: list[dict]) -> list[dict]:
     """Per held-out class and run: its concept-space distance to its own corner at the training-saturation step
     (the last checkpoint if training never saturates) and whether it is learned (every concept) within the run."""
@@ -292,8 +306,10 @@ def sweep_metrics(runs: list[dict]) -> dict:
         if grid is not None or prediction["n"]:
             metrics["learning_order"] = {"prediction": prediction}
         if grid is not None:
+            ratio = signal_ratio_grid(runs, grid[0], grid[1], kinds[0], kinds[1])
             metrics["learning_order"].update({"x": grid[0], "y": grid[1], "t_diff": np.where(
-                np.isnan(grid[2]), None, grid[2]).tolist()})
+                np.isnan(grid[2]), None, grid[2]).tolist(), "log_signal_ratio": np.where(
+                np.isnan(ratio), None, np.round(ratio, 4)).tolist()})
     learned = learned_vs_distance(runs)
     if learned:
         metrics["held_out_learned_vs_distance"] = learned

@@ -95,13 +95,21 @@ def plot_learned_vs_distance(points: list[dict]) -> plt.Figure:
     return fig
 
 
-def plot_order(xs: list, ys: list, grid: np.ndarray, a: str, b: str) -> plt.Figure:
+def plot_order(xs: list, ys: list, grid: np.ndarray, a: str, b: str, ratio: np.ndarray | None = None) -> plt.Figure:
+    """Heat map of T_b - T_a over (Δa, Δb): the measured flip (solid) and, given the mean log(σ_a / σ_b) per cell,
+    the flip the concept-signal law predicts where the two signals are equal (dashed)."""
     fig, ax = plt.subplots(figsize=(5, 4))
     lim = np.nanmax(np.abs(grid)) or 1
     im = ax.imshow(grid, origin="lower", cmap="coolwarm", vmin=-lim, vmax=lim, aspect="auto",
                    extent=[-0.5, len(xs) - 0.5, -0.5, len(ys) - 0.5])
     if np.nanmin(grid) < 0 < np.nanmax(grid):
         ax.contour(np.arange(len(xs)), np.arange(len(ys)), grid, levels=[0], colors="k", linewidths=2)
+    if ratio is not None and np.nanmin(ratio) < 0 < np.nanmax(ratio):
+        ax.contour(np.arange(len(xs)), np.arange(len(ys)), ratio, levels=[0], colors="k", linewidths=1.5,
+                   linestyles="--")
+        ax.plot([], [], "k--", label=f"predicted: σ_{a} = σ_{b}")
+        ax.plot([], [], "k-", label="measured flip")
+        ax.legend(fontsize=7, loc="upper left")
     ax.set_xticks(range(len(xs)), [f"{x:g}" for x in xs])
     ax.set_yticks(range(len(ys)), [f"{y:g}" for y in ys])
     ax.set_xlabel(f"Δ{a}")
@@ -162,7 +170,9 @@ def sweep_report(out_dir: str | Path) -> Path:
     order = metrics.get("learning_order", {})
     if "t_diff" in order:
         grid = np.array([[np.nan if v is None else v for v in row] for row in order["t_diff"]])
-        figs["learning order"] = plot_order(order["x"], order["y"], grid, kinds[0], kinds[1])
+        ratio = (np.array([[np.nan if v is None else v for v in row] for row in order["log_signal_ratio"]])
+                 if "log_signal_ratio" in order else None)
+        figs["learning order"] = plot_order(order["x"], order["y"], grid, kinds[0], kinds[1], ratio)
     for concept in varied[:2]:
         figs[f"held-out trajectories by {concept} separation"] = plot_held_out_trajectories(runs, concept, kinds)
     if "held_out_learned_vs_distance" in metrics:
