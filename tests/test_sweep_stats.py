@@ -6,7 +6,6 @@ import pytest
 from conceptspace.analysis.sweep_stats import (
     bootstrap,
     censored_summary,
-    closer_when_learned,
     concordance,
     kaplan_meier,
     observed_order,
@@ -63,18 +62,42 @@ def test_censored_summary_on_a_sweep_like_table():
     assert s["spearman_runs"] > 0.8 and s["spearman_runs_interval"][0] is not None
 
 
-def test_closer_when_learned_counts_pairs_and_resamples_runs():
-    # run A: learned class at 0.2, unlearned at 0.9; run B: learned at 0.5, unlearned at 0.4
-    out = closer_when_learned([0.2, 0.9, 0.5, 0.4], [True, False, True, False], ["A", "A", "B", "B"], [1, 1, 1, 1],
-                              n_boot=200)
-    # pairs (learned, unlearned): (0.2, 0.9) yes, (0.2, 0.4) yes, (0.5, 0.9) yes, (0.5, 0.4) no -> 3/4
-    assert out["closer_fraction"] == pytest.approx(0.75) and out["n"] == 4 and out["n_learned"] == 2
-    assert out["n_runs"] == 2 and out["interval"][0] <= 0.75 <= out["interval"][1]
-    assert closer_when_learned([0.3, 0.3], [True, False], ["A", "A"], [0, 0], n_boot=50)["closer_fraction"] == 0.5
-    # every learned reading closer than every unlearned one, over 6 runs: 1, interval at 1
-    d = [0.1, 0.8] * 6
-    e = [True, False] * 6
-    runs = np.repeat(np.arange(6), 2)
-    out = closer_when_learned(d, e, runs, runs % 2, n_boot=100)
-    assert out["closer_fraction"] == 1.0 and out["interval"] == [1.0, 1.0]
-    assert closer_when_learned([0.1], [True], ["A"], [0], n_boot=20)["closer_fraction"] is None  # nothing unlearned
+def test_distance_vs_time_resamples_runs():
+    from conceptspace.analysis.sweep_stats import distance_vs_time
+
+    # closer readings learn sooner in every comparable pair; the farthest never learns (censored at 9,000)
+    d, t, e = [0.1, 0.4, 0.2, 0.9], [1000, 4000, 2000, 9000], [True, True, True, False]
+    out = distance_vs_time(d, t, e, ["A", "A", "B", "B"], n_boot=200)
+    assert out["concordance"] == 1.0 and out["n"] == 4 and out["n_learned"] == 3 and out["n_runs"] == 2
+    assert out["interval"] == [1.0, 1.0]
+    rev = distance_vs_time([0.9, 0.4, 0.6, 0.1], t, e, ["A", "A", "B", "B"], n_boot=200)
+    assert rev["concordance"] == 0.0
+
+
+def test_distance_time_summary_leaves_out_classes_learned_before_saturation():
+    from conceptspace.analysis.sweep import distance_time_summary
+
+    pts = [{"run": "A", "distance": 0.1, "learning_step": 500, "horizon": 4000, "saturated": True,
+            "saturation_step": 1000},  # learned before saturation: near its corner by construction, left out
+           {"run": "A", "distance": 0.3, "learning_step": 2000, "horizon": 4000, "saturated": True,
+            "saturation_step": 1000},
+           {"run": "B", "distance": 0.8, "learning_step": None, "horizon": 4000, "saturated": True,
+            "saturation_step": 1500},
+           {"run": "C", "distance": 0.2, "learning_step": 3000, "horizon": 4000, "saturated": False,
+            "saturation_step": None}]
+    out = distance_time_summary(pts, n_boot=50)
+    assert (out["n"], out["excluded_learned_by_saturation"], out["excluded_not_saturated"]) == (2, 1, 1)
+    assert out["concordance"] == 1.0
+
+
+def test_order_accuracy_is_balanced_against_a_constant_guess():
+    from conceptspace.analysis.sweep_stats import order_accuracy
+
+    # 8 pairs where b's signal is larger and b comes first; 2 where a's is larger but b still comes first:
+    # "b always first" scores 80% without following the signal; balanced accuracy says 0.5.
+    out = order_accuracy([-1.0] * 8 + [1.0] * 2, ["b"] * 10, n_boot=200)
+    assert out["accuracy"] == pytest.approx(0.8) and out["balanced_accuracy"] == pytest.approx(0.5)
+    assert out["by_prediction"]["a"] == {"n": 2, "correct": 0, "accuracy": 0.0, "interval": list(wilson(0, 2))}
+    out = order_accuracy([-1.0] * 8 + [1.0] * 2, ["b"] * 8 + ["a"] * 2, n_boot=200)
+    assert out["balanced_accuracy"] == 1.0 and out["balanced_interval"] == [1.0, 1.0]
+    assert order_accuracy([-1.0, -2.0], ["b", "a"])["balanced_accuracy"] is None  # one side only: undefined

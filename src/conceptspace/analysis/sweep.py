@@ -21,7 +21,7 @@ from ..sweeps import SweepError, point_name
 from .capability import capability_sentences, capability_summary
 from .masking import masking_metrics
 from .run_metrics import trajectory_arrays
-from .sweep_stats import censored_summary, closer_when_learned, kaplan_meier, observed_order, order_accuracy, wilson
+from .sweep_stats import censored_summary, distance_vs_time, kaplan_meier, observed_order, order_accuracy, wilson
 from .trajectories import corners
 
 
@@ -86,7 +86,7 @@ def class_speeds(runs: list[dict], concept: str, held_out: bool = True) -> list[
 
 
 def class_learning(runs: list[dict], concept: str, held_out: bool = True) -> list[dict]:
-    """Per run and class (held-out, or training classes that must move off value 0 of the concept): separation,
+    """Per run and class (held-out or training, those that must move off value 0 of the concept): separation,
     signal, learning step (None = never) and the run's last step (where a never-learned concept is censored)."""
     out = []
     for r in runs:
@@ -95,7 +95,8 @@ def class_learning(runs: list[dict], concept: str, held_out: bool = True) -> lis
         for name, c in r["classes"].items():
             if concept not in c["learning_step"] or c["held_out"] != held_out:
                 continue
-            if held_out or name[list(c["learning_step"]).index(concept)] != "0":
+            # classes whose value of the concept is 0 (the base value) need not move on it: not a learning event
+            if name[list(c["learning_step"]).index(concept)] != "0":
                 out.append({"run": r["name"], "class": name, "sep": r["sep"][concept],
                             "signal": r["signal"].get(concept, float("nan")),
                             "step": c["learning_step"][concept], "horizon": r["steps"][-1]})
@@ -218,9 +219,27 @@ def learned_vs_distance(runs: list[dict]) -> list[dict]:
         for n, c in r["classes"].items():
             if c["held_out"]:
                 dist = float(np.linalg.norm(np.array(r["trajectories"][n][k]) - np.array(r["corners"][n])))
-                out.append({"run": r["name"], "class": n, "distance": round(dist, 4),
-                            "learned": all(s is not None for s in c["learning_step"].values()),
-                            "saturated": r.get("saturation") is not None})
+                steps = list(c["learning_step"].values())
+                learned = all(s is not None for s in steps)
+                out.append({"run": r["name"], "class": n, "distance": round(dist, 4), "learned": learned,
+                            "learning_step": max(steps) if learned else None, "horizon": r["steps"][-1],
+                            "saturated": r.get("saturation") is not None,
+                            "saturation_step": r.get("saturation")})
+    return out
+
+
+def distance_time_summary(points: list[dict], n_boot: int = 2000) -> dict:
+    """Harrell's C of closeness at training saturation vs the held-out class's learning time (the later of its
+    concepts; never = censored at the run's end), over the readings of runs that saturated and that were not
+    already learned by then (a class learned before saturation sits near its corner by construction)."""
+    use = [p for p in points if p["saturated"] and (p["learning_step"] is None
+                                                    or p["learning_step"] > p["saturation_step"])]
+    out = distance_vs_time([p["distance"] for p in use],
+                           [p["learning_step"] if p["learning_step"] is not None else p["horizon"] for p in use],
+                           [p["learning_step"] is not None for p in use], [p["run"] for p in use], n_boot)
+    out["excluded_learned_by_saturation"] = sum(p["saturated"] and p["learning_step"] is not None
+                                                and p["learning_step"] <= p["saturation_step"] for p in points)
+    out["excluded_not_saturated"] = sum(not p["saturated"] for p in points)
     return out
 
 
@@ -250,17 +269,23 @@ def sweep_reading(metrics: dict) -> list[str]:
     pred = metrics.get("learning_order", {}).get("prediction")
     if pred and pred["n_scored"]:
         lo, hi = pred["interval"]
+        sides = "; ".join(f"where {v} has the larger signal, {v} first in {b['correct']} of {b['n']}"
+                          for v, b in zip(metrics["concepts"][:2], pred["by_prediction"].values()))
         lines.append(f"Learning order: the concept with the larger signal is learned first in {pred['correct']} of "
                      f"{pred['n_scored']} (run, held-out class) pairs ({pred['accuracy']:.0%}, 95% interval "
-                     f"{lo:.0%}-{hi:.0%}); {pred['unknown']} pairs learned neither concept, {pred['ties']} tied.")
-    closer = metrics.get("held_out_closer_when_learned")
-    if closer and closer["closer_fraction"] is not None:
-        lines.append(f"Held-out classes learned on every concept ({closer['n_learned']} of {closer['n']} (class, run) "
-                     f"readings, {closer['n_runs']} runs) were closer to their own corner at training saturation "
-                     f"than unlearned ones in {format_interval(closer['closer_fraction'], closer['interval'])} of "
-                     "(learned, unlearned) pairs (0.5 = no relation; 95% bootstrap interval over runs).")
+                     f"{lo:.0%}-{hi:.0%}; {sides}; balanced accuracy "
+                     f"{format_interval(pred['balanced_accuracy'], pred['balanced_interval'])}, 0.5 = a constant "
+                     f"guess); {pred['unknown']} pairs learned neither concept, {pred['ties']} tied.")
+    dist = metrics.get("held_out_distance_vs_time")
+    if dist and dist["n"]:
+        lines.append(f"Held-out classes closer to their own corner when the training classes saturated are learned "
+                     f"sooner: Harrell's C {format_interval(dist['concordance'], dist['interval'])} (0.5 = no "
+                     f"relation; 95% bootstrap interval resampling runs) over {dist['n']} (class, run) readings of "
+                     f"{dist['n_runs']} runs, {dist['n_learned']} learned within the run; left out: "
+                     f"{dist['excluded_learned_by_saturation']} learned by saturation, "
+                     f"{dist['excluded_not_saturated']} in runs that never saturated.")
     for kind, m in metrics["speed_vs_signal"].items():
-        counts = m["per_run"].get("learned_by_separation") if m["per_run"] else None
+        counts = m["per_run"].get("learned_by_separation") if m["per_run"] and kind in metrics["varied"] else None
         if counts:
             per_sep = ", ".join(f"{sep}: {c['learned']} of {c['n']}" for sep, c in counts.items())
             lines.append(f"{kind}, held-out classes learned within the run, per separation: {per_sep}.")
@@ -313,10 +338,7 @@ def sweep_metrics(runs: list[dict]) -> dict:
     learned = learned_vs_distance(runs)
     if learned:
         metrics["held_out_learned_vs_distance"] = learned
-        cell = {r["name"]: tuple(r["sep"].get(k) for k in varied) for r in runs}
-        metrics["held_out_closer_when_learned"] = closer_when_learned(
-            [p["distance"] for p in learned], [p["learned"] for p in learned], [p["run"] for p in learned],
-            [cell[p["run"]] for p in learned])
+        metrics["held_out_distance_vs_time"] = distance_time_summary(learned)
     # Which training corner each held-out trajectory moved toward first: the run analysis's memorisation corner
     # (the first training corner it came within eval.memorisation_radius of, once training classes are drawn).
     if varied:

@@ -10,8 +10,8 @@ neither "learned at the end" nor "missing". Statistics here use every run and tr
   0 (all runs of one sweep share the horizon, so censored runs tie below every learned one);
 - `bootstrap`: a percentile interval over seeds, resampling runs within each group (separation) with replacement;
 - `order_accuracy`: how often the concept with the larger signal is learned first, with a Wilson interval;
-- `closer_when_learned`: how often a learned held-out class was closer to its corner than an unlearned one, with
-  an interval that resamples whole runs (the classes of one run are not independent).
+- `distance_vs_time`: Harrell's C of closeness to the corner vs learning time over held-out readings, with an
+  interval that resamples whole runs (the classes of one run are not independent).
 """
 
 from __future__ import annotations
@@ -108,38 +108,52 @@ def observed_order(t_a: int | None, t_b: int | None) -> str | None:
     return "tie"
 
 
-def order_accuracy(log_ratio: Sequence[float], orders: Sequence[str | None]) -> dict:
+def order_accuracy(log_ratio: Sequence[float], orders: Sequence[str | None], n_boot: int = 2000) -> dict:
     """How often the concept with the larger signal (log σ_a / σ_b > 0: a) is learned first.
 
-    Pairs where neither concept is learned, ties in learning step and equal signals are counted, not scored."""
+    Pairs where neither concept is learned, ties in learning step and equal signals are counted, not scored.
+    When most pairs predict the same concept, always guessing it scores high without following the signal, so
+    the accuracy is also given per predicted concept (`by_prediction`) and as their mean (`balanced_accuracy`,
+    0.5 = no better than a constant guess), with a bootstrap interval resampling pairs within each side."""
     scored = [(r, o) for r, o in zip(log_ratio, orders) if o in ("a", "b") and r != 0]
     right = int(sum(bool(r > 0) == (o == "a") for r, o in scored))
     lo, hi = wilson(right, len(scored))
+    side = np.array(["a" if r > 0 else "b" for r, _ in scored])
+    hit = np.array([bool(r > 0) == (o == "a") for r, o in scored], dtype=float)
+    by = {}
+    for v in ("a", "b"):
+        k, n = int(hit[side == v].sum()), int((side == v).sum())
+        by[v] = {"n": n, "correct": k, "accuracy": k / n if n else None, "interval": list(wilson(k, n))}
+
+    def balanced(idx: np.ndarray) -> float | None:
+        accs = [hit[idx][side[idx] == v].mean() for v in ("a", "b") if (side[idx] == v).any()]
+        return float(np.mean(accs)) if len(accs) == 2 else None
+
+    both = by["a"]["n"] > 0 and by["b"]["n"] > 0
     return {"n": len(orders), "n_scored": len(scored), "correct": right,
             "accuracy": right / len(scored) if scored else None, "interval": [lo, hi],
+            "by_prediction": by, "balanced_accuracy": balanced(np.arange(len(scored))) if both else None,
+            "balanced_interval": list(bootstrap(balanced, side, n_boot)) if both else [None, None],
             "unknown": sum(o is None for o in orders), "ties": sum(o == "tie" for o in orders)}
 
 
-def closer_when_learned(distance: Sequence[float], learned: Sequence[bool], run: Sequence[object],
-                        group: Sequence[object], n_boot: int = 2000) -> dict:
-    """Over (learned, unlearned) pairs of readings, the fraction where the learned one has the smaller distance
-    (ties one half; 0.5 = no relation), with a bootstrap interval that resamples runs (all of a run's readings
-    together) within each group. `run` names each reading's run, `group` its run's separation cell."""
-    d, e, r = np.asarray(distance, dtype=float), np.asarray(learned, dtype=bool), np.asarray([str(x) for x in run])
+def distance_vs_time(distance: Sequence[float], times: Sequence[float], learned: Sequence[bool],
+                     run: Sequence[object], n_boot: int = 2000) -> dict:
+    """Are held-out classes that are closer to their corner learned sooner? Harrell's C of closeness (-distance) vs
+    censored learning time over the readings, with a bootstrap interval that resamples whole runs (a run's
+    readings together: they are not independent); 0.5 = no relation."""
+    d, t, e = np.asarray(distance, dtype=float), np.asarray(times, dtype=float), np.asarray(learned, dtype=bool)
+    r = np.asarray([str(x) for x in run])
     names = list(dict.fromkeys(r.tolist()))
     rows = [np.nonzero(r == n)[0] for n in names]
-    run_group = [str(group[int(i[0])]) for i in rows]
 
-    def auc(run_idx: np.ndarray) -> float | None:
-        idx = np.concatenate([rows[i] for i in run_idx])
-        a, b = d[idx][e[idx]], d[idx][~e[idx]]
-        if not len(a) or not len(b):
-            return None
-        return float(((a[:, None] < b[None, :]).sum() + 0.5 * (a[:, None] == b[None, :]).sum()) / (len(a) * len(b)))
+    def c_index(run_idx: np.ndarray) -> float | None:
+        idx = np.concatenate([rows[i] for i in run_idx]) if len(run_idx) else np.array([], dtype=int)
+        return concordance(-d[idx], t[idx], e[idx])
 
-    lo, hi = bootstrap(auc, run_group, n_boot)
-    return {"n": len(d), "n_learned": int(e.sum()), "n_runs": len(names), "closer_fraction": auc(np.arange(len(names))),
-            "interval": [lo, hi]}
+    lo, hi = bootstrap(c_index, np.zeros(len(names)), n_boot) if names else (None, None)
+    return {"n": len(d), "n_learned": int(e.sum()), "n_runs": len(names),
+            "concordance": c_index(np.arange(len(names))), "interval": [lo, hi]}
 
 
 def censored_summary(signal: Sequence[float], steps: Sequence[int | None], horizon: Sequence[int],

@@ -8,6 +8,7 @@
     held_out [H]                      held-out class names
     probs    [K, E, H, S, C, V]       probe probabilities of every generation
     has_object [K, E, H, S] bool      the generation contains an object (always true for real data)
+    samples  [K, E, H, n_show, 3, h, w] uint8  the first generations of each (files from before this key lack it)
     joint    [K, E, H]                joint accuracy: mean over samples of the product over concepts of P(target)
     joint_paper [K, E, H]             the paper's measure: product over concepts of the mean over samples
     probe_checksum []                 checksum of the probe's weights
@@ -58,6 +59,7 @@ from ..train import load_checkpoint, read_run_info, resolve_device
 
 # Elicit settings that only the analysis reads: changing them re-reads the arrays, it does not regenerate them.
 ANALYSIS_SETTINGS = {"threshold", "run_length", "allowed_dip", "lead_fraction", "control_threshold"}
+N_SHOW_ELICIT = 4  # generations kept per elicitation, held-out class and checkpoint (for the report's explorer)
 
 
 def _prompt(space: ConceptSpace, held: str, e: Elicitation) -> np.ndarray:
@@ -100,16 +102,17 @@ def elicitation_batch(model, cfg: ExperimentConfig, space: ConceptSpace, held_na
 
 def elicit_checkpoint(model, objective, cfg: ExperimentConfig, space: ConceptSpace, probe,
                       elicitations: list[Elicitation],
-                      donors: dict[int, torch.nn.Module]) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities [E, H, S, C, V], has_object [E, H, S]) of every elicitation's generations for every held-out
-    class at one checkpoint."""
+                      donors: dict[int, torch.nn.Module]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(probabilities [E, H, S, C, V], has_object [E, H, S], the first generations [E, H, n_show, 3, h, w] uint8)
+    of every elicitation's generations for every held-out class at one checkpoint."""
     n, C = cfg.elicit.n_samples, len(space.concepts)
-    out: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+    out: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
-    def read(images: np.ndarray, groups: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    def read(images: np.ndarray, groups: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         probs = pad_probs(probe.predict_proba(images)).reshape(groups, n, C, -1)
         found = object_mask(images, space).reshape(groups, n)
-        return list(zip(probs, found))
+        shown = (images.reshape(groups, n, *images.shape[1:])[:, :N_SHOW_ELICIT] * 255).round().astype(np.uint8)
+        return list(zip(probs, found, shown))
 
     batched = [e for e in elicitations if e.method in PROMPT_METHODS]
     site = _latent_site(cfg) if any(e.method.startswith("latent") for e in batched) else None
@@ -140,9 +143,9 @@ def elicit_checkpoint(model, objective, cfg: ExperimentConfig, space: ConceptSpa
                                                      []), 1)[0]
             elif e.method == "cfg":
                 out[(e.name, held)] = read(generate(model, objective, cfg, naive, e.guidance, n, []), 1)[0]
-    probs = np.stack([np.stack([out[(e.name, h)][0] for h in space.held_out]) for e in elicitations])
-    found = np.stack([np.stack([out[(e.name, h)][1] for h in space.held_out]) for e in elicitations])
-    return probs, found
+    probs, found, shown = (np.stack([np.stack([out[(e.name, h)][i] for h in space.held_out]) for e in elicitations])
+                           for i in range(3))
+    return probs, found, shown
 
 
 @writes_run
@@ -180,12 +183,13 @@ def elicit_run(run_dir: str | Path, cfg: ExperimentConfig, tag: str = "default",
             donors[e.donor] = load_checkpoint(match[0], device)[1]
 
     def read(model, objective) -> dict[str, np.ndarray]:
-        probs, found = elicit_checkpoint(model, objective, cfg, space, probe, elicitations, donors)  # [E, H, S, ...]
+        probs, found, shown = elicit_checkpoint(model, objective, cfg, space, probe, elicitations, donors)
         joint = np.stack([joint_accuracy(probs[:, h], name, found[:, h]) for h, name in enumerate(space.held_out)],
                          axis=1)
         paper = np.stack([joint_accuracy(probs[:, h], name, found[:, h], "paper")
                           for h, name in enumerate(space.held_out)], axis=1)
-        return {"probs": probs[None], "has_object": found[None], "joint": joint[None], "joint_paper": paper[None]}
+        return {"probs": probs[None], "has_object": found[None], "joint": joint[None], "joint_paper": paper[None],
+                "samples": shown[None]}
 
     static = {"names": np.array([e.name for e in elicitations]), "methods": np.array([e.method for e in elicitations]),
               "concepts": np.array([e.concept or "" for e in elicitations]),

@@ -131,6 +131,8 @@ def over_new_checkpoints(run_dir: Path, path: Path, arrays: dict[str, np.ndarray
                               "or move the file away to evaluate without it)") from None
         new = {"steps": np.array([step]), **per_checkpoint(model, objective)}
         if arrays:
+            # a file written before a key existed (e.g. elicitation samples) keeps its keys when it is extended
+            new = {k: v for k, v in new.items() if k in arrays}
             order = np.argsort(np.concatenate([arrays["steps"], new["steps"]]), kind="stable")
             arrays = {k: np.concatenate([arrays[k], new[k]])[order] for k in new}
         else:

@@ -14,6 +14,7 @@ from ..analysis.run_metrics import trajectory_arrays
 from ..config import ExperimentConfig, config_to_yaml
 from ..errors import ConceptspaceError
 from ..report import plots
+from .explorer import explorer_data, explorer_html
 from ..rundir import RunDir, atomic_write, load_npz, write_text, writes_run
 
 
@@ -190,6 +191,7 @@ def write_report(run_dir: str | Path, cfg: ExperimentConfig, tag: str = "default
         f"{esc(str(metrics.get('probe_checksum')))}).</p>",
         "<h2>Concept space</h2><div class='figs'>" + _img(figs["trajectories.png"])
         + _img(figs["trajectory.gif"], "image/gif") + "</div>",
+        explorer_html(explorer_data(rd, *trajectory_arrays(cfg, load_npz(rd.trajectory_source)), metrics)),
     ]
     for name, data in figs.items():
         if name not in ("trajectories.png", "trajectory.gif"):

@@ -22,6 +22,7 @@ from ..analysis.sweep import (
 )
 from ..analysis.trajectories import mean_trajectory
 from ..rundir import atomic_write, read_json, write_text
+from .explorer import sweep_explorer_html
 from .plots import concept_axes
 from .run_page import STYLE, _img
 from .sweep_figures import masking_figures, plot_capability_onsets
@@ -187,6 +188,7 @@ def sweep_report(out_dir: str | Path) -> Path:
     if pool:
         body.append(f"<p>Pooled from {html.escape(', '.join(map(str, sources)))}.</p>")
     body += [f"<p>{html.escape(line)}</p>" for line in sweep_reading(metrics)]
+    body.append(sweep_explorer_html(runs, kinds))
     fig_dir = out_dir / "figures"  # the same figures as files, for papers and READMEs
     fig_dir.mkdir(exist_ok=True)
     for name, fig in figs.items():
