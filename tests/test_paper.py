@@ -8,7 +8,7 @@ import yaml
 
 from conceptspace.cli import main
 from conceptspace.errors import ConceptspaceError
-from conceptspace.paper import catalogue_table, find_entry, load_catalogue, report_entry
+from conceptspace.paper import catalogue_table, find_entry, format_minutes, load_catalogue, report_entry
 from conceptspace.rundir import read_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +44,10 @@ def test_bad_catalogues_fail_with_one_line(tmp_path):
     for bad in ([entry("a", "run", ["missing.yaml"])],
                 [entry("a", "run", ["micro.yaml"]), entry("a", "run", ["micro.yaml"])],
                 [entry("a", "run", ["micro.yaml"], status="done")],
-                [entry("A b", "run", ["micro.yaml"])]):
+                [entry("A b", "run", ["micro.yaml"])],
+                [entry("a", "run", ["micro.yaml", "micro.yaml"])],
+                [entry("a", "run", ["micro.yaml"], toy_model=True)],
+                [entry("a", "sweep", ["micro.yaml"], seeds=[1, 2])]):
         with pytest.raises(ConceptspaceError):
             load_catalogue(write_catalogue(tmp_path, bad))
     entries = load_catalogue(write_catalogue(tmp_path, [entry("a", "run", ["micro.yaml"])]))
@@ -81,6 +84,11 @@ def test_run_and_report_micro_entries(tmp_path):
     assert len(read_json(out / "one" / "paper_run.json")["pieces"]) == 2
     table = catalogue_table(load_catalogue(cat), out)
     assert "(here: " in table
+    # a run that did not finish is reported as partial, never as the whole
+    next(p for p in (out / "sw" / "s1").iterdir() if p.is_dir()).joinpath("metrics.json").unlink()
+    lines = report_entry(find_entry(load_catalogue(cat), "sw"), out)
+    assert any(ln.startswith("PARTIAL: 1 of 2 points finished") for ln in lines)
+    assert main(["paper", "run", "one", "--catalogue", str(cat), "--out", str(out), "--set", "seed=4"]) == 2
     # --set is for run entries; a folder the tool did not make is never written into
     assert main(["paper", "run", "sw", "--catalogue", str(cat), "--out", str(out), "--set", "seed=3"]) == 2
     (tmp_path / "mine" / "one").mkdir(parents=True)
@@ -104,5 +112,8 @@ def _capture(argv):
 def test_readme_table_agrees_with_the_catalogue():
     text = (ROOT / "README.md").read_text()
     block = text.split("<!-- paper-table -->", 1)[1].strip().split("\n\n", 1)[0].splitlines()[2:]
-    rows = {cells[1].strip(" `"): cells[4].strip() for cells in (r.split("|") for r in block)}
-    assert rows == {e.name: e.status for e in load_catalogue()}
+    rows = {cells[1].strip(" `"): (cells[3].strip(), cells[4].strip()) for cells in (r.split("|") for r in block)}
+    entries = load_catalogue()
+    assert {n: st for n, (_, st) in rows.items()} == {e.name: e.status for e in entries}
+    for e in entries:  # the time column starts with the catalogue's time, formatted as `paper list` prints it
+        assert rows[e.name][0].startswith(f"needs {e.requires}" if e.requires else format_minutes(e.minutes_2cores))

@@ -75,3 +75,22 @@ def test_explorer_slider_shows_each_checkpoint(micro_report, browser):
     browser.execute_script("document.querySelectorAll('.hover-point')[1].dispatchEvent(new Event('mouseenter'));")
     assert browser.execute_script(state)[0] == "1"
     assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+
+
+@needs_browser
+def test_sweep_report_runs_can_be_picked(tmp_path, browser):
+    import yaml
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({"base": str(ROOT / "configs" / "micro.yaml"), "grid": {"seed": [0, 1]},
+                                    "set": {"probe.kind": "analytic", "train.steps": 6, "train.n_checkpoints": 2,
+                                            "train.first_checkpoint": 3, "elicit.methods": ["naive"],
+                                            "eval.n_samples": 4, "sampler.n_steps": 3}}))
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "sw"), "--workers", "2"]) == 0
+    browser.get((tmp_path / "sw" / "sweep_report.html").as_uri())
+    shown = "return Array.from(document.querySelectorAll('.run-line')).map(l => l.style.display);"
+    assert browser.execute_script(shown) == ["", ""]  # both runs ticked at first
+    browser.execute_script("const b = document.getElementById('run-1'); b.checked = false;"
+                           "b.dispatchEvent(new Event('change'));")
+    assert browser.execute_script(shown) == ["", "none"]
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []

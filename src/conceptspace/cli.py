@@ -195,22 +195,19 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_toy_model(args: argparse.Namespace) -> int:
-    from .analysis.toy import fit_masking_runs
-    from .report.sweep_figures import plot_toy
+    from .report.sweep_figures import write_toy_model
 
     a_values = [float(a) for a in args.a.split(",")] if args.a else list(np.linspace(1, 5, 9))
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    measured, fits = {}, {}
+    runs = None
     if args.sweep:
         from .analysis.sweep import collect_runs
 
-        measured, fits = fit_masking_runs(collect_runs(args.sweep))
-        for label, fit in fits.items():
-            print(f"masking {label}: fitted a = {fit['a']:.2f}, time scale {fit['time_scale']:.2f} "
-                  f"(mean squared error {fit['mse']:.4f}, {fit['n_runs']} seeds)")
-        write_json(out / "toy_fit.json", fits)
-    plot_toy(a_values, measured or None, fits).savefig(out / "toy_model.png", dpi=110)
+        runs = collect_runs(args.sweep)
+    fits = write_toy_model(out, a_values, runs)
+    for label, fit in fits.items():
+        print(f"masking {label}: fitted a = {fit['a']:.2f}, time scale {fit['time_scale']:.2f} "
+              f"(mean squared error {fit['mse']:.4f}, {fit['n_runs']} seeds)")
     print(f"wrote {out / 'toy_model.png'}" + (f" and {out / 'toy_fit.json'}" if fits else ""))
     return 0
 
@@ -230,6 +227,8 @@ def cmd_paper(args: argparse.Namespace) -> int:
 
     entries = paper.load_catalogue(args.catalogue)
     if args.action == "list":
+        if args.name:
+            raise ConceptspaceError("`paper list` takes no entry name; `paper report NAME` shows one entry")
         if args.json:
             print(json.dumps([e.model_dump() | {"command": paper.command(e)} for e in entries], indent=1))
         else:
@@ -238,11 +237,14 @@ def cmd_paper(args: argparse.Namespace) -> int:
     if not args.name:
         raise ConceptspaceError(f"`paper {args.action}` needs an entry name; `conceptspace paper list` shows them")
     e = paper.find_entry(entries, args.name)
+    # advice repeats the options that locate the results
+    hint = (f" --out {args.out}" if args.out != "runs/paper" else "") + (
+        f" --catalogue {args.catalogue}" if args.catalogue else "")
     if args.action == "run":
         d = paper.run_entry(e, args.out, args.executor, args.workers, args.overrides)
-        print(f"{e.name}: results in {d}; `conceptspace paper report {e.name}` draws its figures")
+        print(f"{e.name}: results in {d}; `conceptspace paper report {e.name}{hint}` draws its figures")
         return 0
-    print("\n".join(paper.report_entry(e, args.out)))
+    print("\n".join(paper.report_entry(e, args.out, hint)))
     return 0
 
 
@@ -334,7 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("paper", help="the paper's results: list them, run one, or report it")
-    p.add_argument("action", choices=["list", "run", "report"])
+    p.add_argument("action", choices=["list", "run", "report"],
+                   help="list: the catalogue; run NAME: run an entry (resumable); report NAME: its figures and reading")
     p.add_argument("name", nargs="?", default=None, help="entry name (see `conceptspace paper list`)")
     p.add_argument("--out", default="runs/paper", help="results root: each entry under <out>/<name>")
     p.add_argument("--catalogue", default=None, help="catalogue YAML (default: configs/paper.yaml)")

@@ -9,6 +9,7 @@ its figures and returns its reading as sentences; `catalogue_table` is what `con
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -16,11 +17,11 @@ from typing import Literal
 
 import numpy as np
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .config import StrictModel, load_config
 from .errors import ConceptspaceError
-from .rundir import RunDir, read_json, write_json, write_text
+from .rundir import RunDir, locked, read_json, write_json, write_text
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository, for a clone (editable install)
 RECORD = "paper_run.json"  # per entry directory: the wall time of every `paper run` piece
@@ -51,7 +52,19 @@ class Entry(StrictModel):
     def _relative(cls, v: list[str]) -> list[str]:
         if any(Path(s).is_absolute() for s in v):
             raise ValueError("specs are relative to configs/")
+        if len({Path(s).stem for s in v}) != len(v):
+            raise ValueError("specs need different file names (each sweep gets a folder named after it)")
         return v
+
+    @model_validator(mode="after")
+    def _fits_kind(self) -> "Entry":
+        if self.kind != "sweep" and len(self.specs) != 1:
+            raise ValueError(f"a {self.kind} entry has one config")
+        if self.toy_model and self.kind != "sweep":
+            raise ValueError("toy_model applies to sweep entries")
+        if self.kind != "run" and self.seeds != [0]:
+            raise ValueError("seeds apply to run entries (a sweep's seeds are in its spec)")
+        return self
 
 
 class Catalogue(StrictModel):
@@ -96,10 +109,13 @@ def command(e: Entry) -> str:
     return f"conceptspace paper run {e.name} {e.args}".strip()
 
 
-def _minutes(m: float | None) -> str:
+def format_minutes(m: float | None) -> str:
+    """'3 s', '47 min', '2 h 08 min'; 'not measured' for None."""
     if m is None:
         return "not measured"
-    return f"{m:.0f} min" if m >= 1 else f"{m * 60:.0f} s"
+    if m < 1:
+        return f"{m * 60:.0f} s"
+    return f"{m:.0f} min" if round(m) < 60 else f"{int(round(m) // 60)} h {int(round(m) % 60):02d} min"
 
 
 def local_minutes(out_root: str | Path, name: str) -> float | None:
@@ -118,8 +134,8 @@ def catalogue_table(entries: list[Entry], out_root: str | Path = "runs/paper") -
     rows = ["| entry | paper result | command | time on 2 cores | status |", "|---|---|---|---|---|"]
     for e in entries:
         here = local_minutes(out_root, e.name)
-        t = f"needs {e.requires}" if e.requires else _minutes(e.minutes_2cores)
-        t += f" (here: {_minutes(here)})" if here is not None else ""
+        t = f"needs {e.requires}" if e.requires else format_minutes(e.minutes_2cores)
+        t += f" (here: {format_minutes(here)})" if here is not None else ""
         rows.append(f"| {e.name} | {e.paper} | `{command(e)}` | {t} | {e.status} |")
     measured = [e.minutes_2cores for e in entries if e.minutes_2cores is not None and not e.requires]
     rows.append("")
@@ -129,15 +145,21 @@ def catalogue_table(entries: list[Entry], out_root: str | Path = "runs/paper") -
 
 
 def _commit() -> str | None:
-    """The repository's commit, with "-dirty" when the working tree has changes (None outside a git clone)."""
-    try:
-        head, status = (subprocess.run(["git", "-C", str(ROOT), *cmd], capture_output=True, text=True, timeout=10,
-                                       check=False) for cmd in (["rev-parse", "HEAD"], ["status", "--porcelain"]))
-    except OSError:
+    """The commit of the clone this package runs from, with "-dirty" when its working tree has changes; None when
+    the package is not a clone's own (an installed copy inside some other repository says nothing about it)."""
+    def git(*cmd: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "-C", str(ROOT), *cmd], capture_output=True, text=True, timeout=10,
+                                 check=False)
+        except OSError:
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    top = git("rev-parse", "--show-toplevel")
+    if not top or Path(top).resolve() != ROOT:
         return None
-    if head.returncode != 0 or not head.stdout.strip():
-        return None
-    return head.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
+    head = git("rev-parse", "HEAD")
+    return head and head + ("-dirty" if git("status", "--porcelain") else "")
 
 
 def entry_dir(out_root: str | Path, e: Entry, create: bool = False) -> Path:
@@ -152,107 +174,130 @@ def entry_dir(out_root: str | Path, e: Entry, create: bool = False) -> Path:
 
 def run_entry(e: Entry, out_root: str | Path = "runs/paper", executor: str | None = None,
               workers: int | None = None, overrides: list[str] | None = None) -> Path:
-    """Run an entry into `<out_root>/<name>` (resuming what is there) and record the piece's wall time."""
+    """Run an entry into `<out_root>/<name>` (resuming what is there) and record the piece's wall time, commit and
+    settings in paper_run.json. One `paper run` per entry at a time (a lock on its folder)."""
+    overrides = overrides or []
     if overrides and e.kind != "run":
         raise ConceptspaceError(f"{e.name}: --set applies to run entries; a sweep's settings live in its spec")
+    if any(o.split("=", 1)[0].strip() == "seed" for o in overrides):
+        raise ConceptspaceError(f"{e.name}: the entry's seeds are {e.seeds}; --set seed would be replaced")
     d = entry_dir(out_root, e, create=True)
-    record = read_json(d / RECORD) if (d / RECORD).is_file() else {"entry": e.name, "pieces": []}
-    piece = {"started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "commit": _commit(),
-             "seconds": 0.0, "finished": False}
-    record["pieces"].append(piece)
-    write_json(d / RECORD, record)
-    t0 = time.time()
-    try:
-        ok = _run(e, d, executor, workers, overrides or [])
-    finally:
-        piece["seconds"] = round(time.time() - t0, 1)
+    with locked(d):
+        record = read_json(d / RECORD) if (d / RECORD).is_file() else {"entry": e.name, "pieces": []}
+        piece = {"started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "commit": _commit(),
+                 "cores": os.cpu_count(), "executor": executor, "workers": workers, "overrides": overrides,
+                 "seconds": 0.0, "finished": False}
+        record["pieces"].append(piece)
         write_json(d / RECORD, record)
-    piece["finished"] = ok
-    write_json(d / RECORD, record)
-    if not ok:
-        raise ConceptspaceError(f"{e.name}: some runs failed (see above); rerun the same command to resume them")
+        t0 = time.time()
+        try:
+            failed = _run(e, d, executor, workers, overrides)
+        finally:
+            piece["seconds"] = round(time.time() - t0, 1)
+            write_json(d / RECORD, record)
+        piece["finished"] = not failed
+        write_json(d / RECORD, record)
+    if failed:
+        raise ConceptspaceError(f"{e.name}: {len(failed)} run(s) did not finish:\n" + "\n".join(
+            f"  {r['run']}: {r['status']}: {r.get('error') or ''}" for r in failed)
+            + "\nrerun the same command to resume killed or failed runs; a point locked by another process or made "
+              "under another spec needs that process to end, or another --out")
     return d
 
 
-def _run(e: Entry, d: Path, executor: str | None, workers: int | None, overrides: list[str]) -> bool:
+def _run(e: Entry, d: Path, executor: str | None, workers: int | None, overrides: list[str]) -> list[dict]:
+    """Run the entry; returns the sweep points that did not finish (empty when everything did)."""
     if e.kind == "signal":
         signal_entry(Path(e.specs[0]), d)
-        return True
+        return []
     if e.kind == "sweep":
         from .sweeps import run_sweep
 
-        ok = True
+        failed = []
         for spec in e.specs:
-            results = run_sweep(spec, d / Path(spec).stem, executor, workers)
-            ok &= all(r["status"] == "done" for r in results)
-        return ok
+            failed += [r for r in run_sweep(spec, d / Path(spec).stem, executor, workers) if r["status"] != "done"]
+        return failed
     from .pipeline import run_pipeline
 
     for seed in e.seeds:
         cfg = load_config(e.specs[0], [*overrides, f"seed={seed}"])
         run_dir = d / f"seed={seed}"
         run_pipeline(run_dir, cfg, resume=RunDir(run_dir).config.is_file())
-    return True
+    return []
 
 
-def report_entry(e: Entry, out_root: str | Path = "runs/paper") -> list[str]:
-    """Draw an entry's figures from its results under `<out_root>/<name>` and return its reading."""
+def report_entry(e: Entry, out_root: str | Path = "runs/paper", hint: str = "") -> list[str]:
+    """Draw an entry's figures from its results under `<out_root>/<name>` and return its reading (what is missing
+    is said first: a partial result is never reported as the whole). `hint`: the options to repeat in advice."""
     d = entry_dir(out_root, e)
+    again = f"conceptspace paper run {e.name}{hint}"
     if not (d / RECORD).is_file():
-        raise ConceptspaceError(f"{d}: no results yet; run `conceptspace paper run {e.name}` first")
+        raise ConceptspaceError(f"{d}: no results yet; run `{again}` first")
     lines = [f"{e.name}: {e.paper}", f"paper: {e.finding}", f"setting: {e.setting}"]
+    pieces = read_json(d / RECORD).get("pieces", [])
+    if not pieces or not pieces[-1].get("finished"):
+        lines.insert(0, f"PARTIAL: the last `paper run` of this entry did not finish; `{again}` resumes it")
     if e.kind == "signal":
         lines += [ln for ln in (d / "signal_table.md").read_text().splitlines() if ln]
         lines.append(f"figures: {d / 'signal.png'}, {d / 'strong_color' / 'preview.png'}, "
                      f"{d / 'weak_color' / 'preview.png'}")
     elif e.kind == "sweep":
-        lines += _report_sweep(e, d)
+        lines += _report_sweep(e, d, again)
     else:
-        lines += _report_runs(e, d)
+        lines += _report_runs(e, d, again)
     here = local_minutes(out_root, e.name)
     if here is not None:
-        lines.append(f"wall time of this machine's run: {_minutes(here)}")
+        lines.append(f"wall time of this machine's run: {format_minutes(here)}")
     write_text(d / "reading.txt", "\n".join(lines) + "\n")
     return lines
 
 
-def _report_sweep(e: Entry, d: Path) -> list[str]:
-    from .analysis.sweep import analyze_sweep, sweep_reading
+def _report_sweep(e: Entry, d: Path, again: str) -> list[str]:
+    from .analysis.sweep import analyze_sweep, pooled_runs, sweep_reading
+    from .report.sweep_figures import write_toy_model
     from .report.sweep_page import sweep_report
 
     dirs = [d / Path(s).stem for s in e.specs]
-    have = [x for x in dirs if (x / "sweep.json").is_file()]
+    points = {x: [p["name"] for p in read_json(x / "sweep.json")["points"]] for x in dirs if (x / "sweep.json").is_file()}
+    finished = {x: sum(RunDir(x / n).metrics.is_file() for n in names) for x, names in points.items()}
+    have = [x for x in dirs if finished.get(x)]  # sweeps with at least one finished run
     if not have:
-        raise ConceptspaceError(f"{d}: no sweep results yet; run `conceptspace paper run {e.name}`")
+        raise ConceptspaceError(f"{d}: no finished sweep run yet; run `{again}`")
+    lines = []
+    done, total = sum(finished.values()), sum(len(v) for v in points.values())
+    missing = [x.name for x in dirs if x not in points]
+    if missing or done < total:
+        lines.append(f"PARTIAL: {done} of {total} points finished" + (
+            f", sweeps not started: {', '.join(missing)}" if missing else "") + f"; `{again}` resumes")
     out = analyze_sweep(have[0], pool=have[1:], out=d / "pooled" if len(have) > 1 else None)
     page = sweep_report(out)
-    lines = sweep_reading(read_json(out / "sweep_metrics.json"))
+    lines += sweep_reading(read_json(out / "sweep_metrics.json"))
     if e.toy_model:
-        from .analysis.sweep import collect_runs
-        from .analysis.toy import fit_masking_runs
-        from .report.sweep_figures import plot_toy
-
-        measured, fits = fit_masking_runs(collect_runs(have[0]))
-        (d / "toy").mkdir(exist_ok=True)
-        write_json(d / "toy" / "toy_fit.json", fits)
-        plot_toy(list(np.linspace(1, 5, 9)), measured or None, fits).savefig(d / "toy" / "toy_model.png", dpi=110)
+        fits = write_toy_model(d / "toy", list(np.linspace(1, 5, 9)), pooled_runs(have))
         lines += [f"toy model, masking {k}: fitted a = {f['a']:.2f} (time scale {f['time_scale']:.2f}, mean squared "
                   f"error {f['mse']:.4f}, {f['n_runs']} seeds)" for k, f in fits.items()]
     lines.append(f"report: {page}; figures: {out / 'figures'}")
     return lines
 
 
-def _report_runs(e: Entry, d: Path) -> list[str]:
+def _report_runs(e: Entry, d: Path, again: str) -> list[str]:
+    import matplotlib.pyplot as plt
+
     from .report.run_page import seeds_figure, summary_table, write_report
 
     done = [d / f"seed={s}" for s in e.seeds if RunDir(d / f"seed={s}").metrics.is_file()]
     if not done:
-        raise ConceptspaceError(f"{d}: no finished run yet; run `conceptspace paper run {e.name}`")
+        raise ConceptspaceError(f"{d}: no finished run yet; run `{again}`")
+    lines = []
+    if len(done) < len(e.seeds):
+        lines.append(f"PARTIAL: {len(done)} of {len(e.seeds)} seeds finished; `{again}` resumes")
     for run_dir in done:
         write_report(run_dir, load_config(RunDir(run_dir).config, saved_run=True))
-    lines = summary_table([str(x) for x in done]).splitlines()
+    lines += summary_table([str(x) for x in done]).splitlines()
     if any(RunDir(x).elicitation.is_file() for x in done):
-        seeds_figure([str(x) for x in done]).savefig(d / "elicitation_seeds.png", dpi=110)
+        fig = seeds_figure([str(x) for x in done])
+        fig.savefig(d / "elicitation_seeds.png", dpi=110)
+        plt.close(fig)
         lines.append(f"figure: {d / 'elicitation_seeds.png'}")
     lines.append("reports: " + ", ".join(str(RunDir(x).report) for x in done))
     return lines

@@ -67,13 +67,15 @@ SCRIPT = r"""
 (function () {
   const D = JSON.parse(document.getElementById('explorer-data').textContent);
   const svg = document.getElementById('explorer-svg'), slider = document.getElementById('explorer-slider');
-  const NS = 'http://www.w3.org/2000/svg', W = 380, M = 40;
+  const W = 380, M = 40;
   const X = v => M + v * (W - 2 * M), Y = v => W - M - v * (W - 2 * M);
   const colors = PALETTE;
+  // SVG children written as markup inside the inline <svg>: the parser gives them the SVG namespace
   function el(tag, attrs, parent) {
-    const e = document.createElementNS(NS, tag);
-    for (const k in attrs) e.setAttribute(k, attrs[k]);
-    (parent || svg).appendChild(e); return e;
+    const p = parent || svg;
+    const a = Object.keys(attrs).map(k => k + '="' + String(attrs[k]).replace(/"/g, '&quot;') + '"').join(' ');
+    p.insertAdjacentHTML('beforeend', '<' + tag + ' ' + a + '></' + tag + '>');
+    return p.lastElementChild;
   }
   el('rect', {x: M, y: M, width: W - 2 * M, height: W - 2 * M, fill: 'none', stroke: '#999'});
   const lab = (x, y, t, a, rot) => {
@@ -163,10 +165,13 @@ def explorer_html(data: dict) -> str:
 SWEEP_SCRIPT = r"""
 (function () {
   const D = JSON.parse(document.getElementById('sweep-explorer-data').textContent);
-  const svg = document.getElementById('sweep-explorer-svg'), NS = 'http://www.w3.org/2000/svg', W = 380, M = 40;
+  const svg = document.getElementById('sweep-explorer-svg'), W = 380, M = 40;
   const X = v => M + v * (W - 2 * M), Y = v => W - M - v * (W - 2 * M);
-  const el = (tag, attrs) => { const e = document.createElementNS(NS, tag);
-    for (const k in attrs) e.setAttribute(k, attrs[k]); svg.appendChild(e); return e; };
+  const el = (tag, attrs) => {  // markup inside the inline <svg>: the parser gives it the SVG namespace
+    const a = Object.keys(attrs).map(k => k + '="' + String(attrs[k]).replace(/"/g, '&quot;') + '"').join(' ');
+    svg.insertAdjacentHTML('beforeend', '<' + tag + ' ' + a + '></' + tag + '>');
+    return svg.lastElementChild;
+  };
   el('rect', {x: M, y: M, width: W - 2 * M, height: W - 2 * M, fill: 'none', stroke: '#999'});
   const t1 = el('text', {x: W / 2, y: W - 8, 'font-size': 11, 'text-anchor': 'middle'}); t1.textContent = D.concepts[0] + ': P(value 1)';
   const t2 = el('text', {x: 14, y: W / 2, 'font-size': 11, 'text-anchor': 'middle', transform: 'rotate(-90 14 ' + W / 2 + ')'});

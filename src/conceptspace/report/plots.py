@@ -156,17 +156,21 @@ def plot_losses(rows: list[dict]) -> Figure:
 
 
 def plot_emergence(rows: list[dict], steps: np.ndarray, acc: np.ndarray, coords: np.ndarray,
-                   class_names: list[str], held: str, kinds: list[str], turn: dict | None = None,
-                   elicitation: dict | None = None) -> Figure:
+                   class_names: list[str], held_out: list[str], held: str, kinds: list[str],
+                   turn: dict | None = None, elicitation: dict | None = None) -> Figure:
     """The paper's emergence figure for one held-out class: loss, training vs held-out accuracy, and the held-out
-    trajectory, with the sudden turn and the capability (the earliest held intervention onset, a star) marked on
-    all three. `acc` [checkpoints, classes, concepts]; accuracy is the product of the per-concept accuracies."""
+    trajectory, with the sudden turn and the capability marked on all three. The capability (a star) is the
+    earliest held onset of an intervention that counts as a hidden capability (ahead of best-of-k naive, control
+    passed); without one, the earliest intervention onset is marked as such. `acc` [checkpoints, classes,
+    concepts]; accuracy is the product of the per-concept accuracies."""
     turn, elicitation = turn or {}, elicitation or {}
-    cap = elicitation.get("best_intervention_onset") or {}
-    cap_step = cap.get("step") if isinstance(cap, dict) else cap
+    onsets, hidden = elicitation.get("onset_step") or {}, elicitation.get("hidden") or {}
+    shown = [onsets[m] for m, h in hidden.items() if h and onsets.get(m) is not None]
+    cap_step = min(shown) if shown else elicitation.get("best_intervention_onset")
+    cap_label = "capability (hidden)" if shown else "earliest intervention onset"
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     marks = [(turn.get("step"), "k", ":", f"turn @ {turn.get('step')}"),
-             (cap_step, "goldenrod", "-", f"capability @ {cap_step}")]
+             (cap_step, "goldenrod", "-", f"{cap_label} @ {cap_step}")]
     ax = axes[0]
     ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=0.7, alpha=0.6, label="train (batch)")
     ck = [r for r in rows if r.get("val_loss") is not None]
@@ -178,7 +182,7 @@ def plot_emergence(rows: list[dict], steps: np.ndarray, acc: np.ndarray, coords:
     ax.set_ylabel("loss")
     joint = acc.prod(axis=-1)  # [checkpoints, classes]
     h = class_names.index(held)
-    train = [p for p, n in enumerate(class_names) if n != held]
+    train = [p for p, n in enumerate(class_names) if n not in held_out]
     axes[1].plot(steps, joint[:, train].mean(axis=1), "o-", ms=2.5, color="0.4", label="training classes (mean)")
     axes[1].plot(steps, joint[:, h], "o-", ms=2.5, color="C3", label=f"held-out {held} (naive prompt)")
     axes[1].set_ylim(-0.02, 1.02)
@@ -195,7 +199,7 @@ def plot_emergence(rows: list[dict], steps: np.ndarray, acc: np.ndarray, coords:
     lc = _colored_line(ax, pts, steps, "viridis", 2.4)
     for p in train:
         ax.plot(*coords[:, p, :2].T, color="0.6", lw=1.0, ls="--")
-    for step, marker, size, label in [(turn.get("step"), "X", 90, "turn"), (cap_step, "*", 260, "capability")]:
+    for step, marker, size, label in [(turn.get("step"), "X", 90, "turn"), (cap_step, "*", 260, cap_label)]:
         if step is not None:
             k = min(int(np.searchsorted(steps, step)), len(pts) - 1)
             ax.scatter(*pts[k], marker=marker, s=size, color="gold" if marker == "*" else "k", edgecolor="k",

@@ -137,7 +137,7 @@ def make_figures(run_dir: Path, cfg: ExperimentConfig, metrics: dict, tag: str =
         if coords.shape[-1] >= 2:  # the emergence figure needs a 2-D (or more) concept space
             for held_name in held:
                 figs[f"emergence_{held_name}"] = plots.plot_emergence(
-                    rows, steps, acc, coords, names, held_name, kinds, metrics.get("turn", {}).get(held_name),
+                    rows, steps, acc, coords, names, held, held_name, kinds, metrics.get("turn", {}).get(held_name),
                     metrics.get("elicitation", {}).get(held_name))
     out = {}
     folder = rd.figures

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import numpy as np
 
 from ..analysis.masking import held_out_trajectories
-from ..analysis.toy import simulate, toy_times
+from ..analysis.toy import fit_masking_runs, simulate, toy_times
 from ..analysis.trajectories import mean_trajectory
 from ..config import load_config
 from ..data.concepts import ConceptSpace
-from ..rundir import RunDir
+from ..rundir import RunDir, atomic_write, write_json
 from .plots import concept_axes, plot_class_grid
 
 
@@ -141,3 +144,18 @@ def plot_toy(a_values: list[float], measured: dict[str, np.ndarray] | None = Non
         a.legend(fontsize=6)
     fig.tight_layout()
     return fig
+
+
+def write_toy_model(out: Path, a_values: list[float], runs: list[dict] | None = None) -> dict[str, dict]:
+    """toy_model.png (toy paths for `a_values`; with a masking sweep's run records, the measured trajectories and
+    fitted paths too) and, with runs, toy_fit.json; returns the fits per masking probability."""
+    out.mkdir(parents=True, exist_ok=True)
+    measured, fits = fit_masking_runs(runs) if runs else ({}, {})
+    if runs:
+        write_json(out / "toy_fit.json", fits)
+    fig = plot_toy(a_values, measured or None, fits)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write(out / "toy_model.png", lambda f: f.write(buf.getvalue()))
+    return fits

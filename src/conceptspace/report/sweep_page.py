@@ -105,11 +105,12 @@ def plot_order(xs: list, ys: list, grid: np.ndarray, a: str, b: str, ratio: np.n
                    extent=[-0.5, len(xs) - 0.5, -0.5, len(ys) - 0.5])
     if np.nanmin(grid) < 0 < np.nanmax(grid):
         ax.contour(np.arange(len(xs)), np.arange(len(ys)), grid, levels=[0], colors="k", linewidths=2)
+        ax.plot([], [], "k-", label="measured flip")
     if ratio is not None and np.nanmin(ratio) < 0 < np.nanmax(ratio):
         ax.contour(np.arange(len(xs)), np.arange(len(ys)), ratio, levels=[0], colors="k", linewidths=1.5,
                    linestyles="--")
         ax.plot([], [], "k--", label=f"predicted: σ_{a} = σ_{b}")
-        ax.plot([], [], "k-", label="measured flip")
+    if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, loc="upper left")
     ax.set_xticks(range(len(xs)), [f"{x:g}" for x in xs])
     ax.set_yticks(range(len(ys)), [f"{y:g}" for y in ys])
