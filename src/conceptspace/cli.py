@@ -159,6 +159,22 @@ def cmd_elicit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_represent(args: argparse.Namespace) -> int:
+    from .pipeline import represent_and_score
+
+    cfg = _run_cfg(args)
+    metrics = represent_and_score(Path(args.run_dir), cfg, tag=args.tag, n=args.n)
+    for held, sites in metrics["representation"].items():
+        for site, r in sites.items():
+            def step(s):
+                return "never" if s is None else s
+            print(f"{held} {site:>6}: decoded (held) from {step(r['onset_step'])} (first checkpoint "
+                  f"{r['first']:.2f}, last {r['final']:.2f}); lead over best-of-k naive {step(r['lead_vs_naive'])}, "
+                  f"over the earliest intervention {step(r['lead_vs_intervention'])}")
+    print(f"{metrics['representation_seconds']} s; merged into {RunDir(args.run_dir, args.tag).metrics}")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .pipeline import run_pipeline
 
@@ -310,6 +326,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an elicitation made with other settings")
     p.add_argument("--rebuild-config", action="store_true", help=REBUILD_HELP)
     p.set_defaults(func=cmd_elicit)
+
+    p = sub.add_parser("represent", help="when the held-out class is decoded from the model's representation, "
+                                         "beside the naive and intervention onsets (no sampling)")
+    p.add_argument("run_dir", help="a run directory")
+    p.add_argument("--n", type=int, default=16, help="prompts per class (train-mode concept values)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override elicit thresholds, e.g. --set elicit.threshold=0.9")
+    p.add_argument("--tag", default="default", help="which evaluation (eval/<tag>/)")
+    p.add_argument("--rebuild-config", action="store_true", help=REBUILD_HELP)
+    p.set_defaults(func=cmd_represent)
 
     p = sub.add_parser("sweep", help="run a grid of experiments (local pool, SLURM via submitit, or Dask)")
     p.add_argument("spec", help="sweep YAML (configs/sweeps/*.yaml)")

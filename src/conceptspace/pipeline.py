@@ -31,6 +31,24 @@ def elicit_and_score(run_dir: Path, cfg: ExperimentConfig, tag: str = "default",
     return add_onsets_to_metrics(run_dir, cfg, tag=tag)
 
 
+def represent_and_score(run_dir: Path, cfg: ExperimentConfig, tag: str = "default", n: int = 16) -> dict:
+    """Read every (new) checkpoint's representation of every class prompt, decode the held-out classes, and merge
+    the representation onsets (with their leads over naive and intervention onsets) into metrics.json."""
+    from .analysis.representation import compare_onsets, representation_readings
+    from .readout.representation import represent_run
+    from .rundir import load_npz
+
+    rd = RunDir(run_dir, tag)
+    t0 = time.time()
+    arrays = load_npz(represent_run(run_dir, cfg, tag=tag, n=n))
+    e = cfg.elicit
+    readings = representation_readings(arrays, e.threshold, e.run_length, e.allowed_dip)
+    metrics = rd.read_metrics() if rd.metrics.is_file() else {}
+    leads = compare_onsets(readings, metrics.get("elicitation", {}), int(arrays["steps"][-1]))
+    merged = {h: {site: {**r, **leads[h][site]} for site, r in sites.items()} for h, sites in readings.items()}
+    return rd.update_metrics({"representation": merged, "representation_seconds": round(time.time() - t0, 1)})
+
+
 def record_stages(rd: RunDir, seconds: dict[str, float]) -> None:
     """run.json: `stage_seconds` of this invocation, appended to `stage_history` (a resumed or repeated run keeps
     the times of the earlier invocations)."""

@@ -8,6 +8,7 @@ metrics.json                              analysis of the default evaluation (me
 checkpoints/step=000001234.safetensors    weights at each checkpoint
 resume.safetensors, resume.prev.safetensors
 eval/<tag>/concept_probs.npz (+ .settings.json), eval/<tag>/elicitation.npz (+ .settings.json)
+eval/<tag>/representation.npz (+ .settings.json)   every class prompt's internal representation per checkpoint
 figures/, report.html                     figures and report of the default evaluation
 eval/<tag>/metrics.json, eval/<tag>/figures/, eval/<tag>/report.html   the same for another evaluation (--tag)
 sweep_status.json, sweep_config.yaml      written when the run is a point of a sweep
@@ -287,6 +288,10 @@ class RunDir:
     @property
     def elicitation(self) -> Path:
         return self.eval_dir / "elicitation.npz"
+
+    @property
+    def representation(self) -> Path:
+        return self.eval_dir / "representation.npz"
 
     @staticmethod
     def settings_of(arrays_path: Path) -> Path:

@@ -20,6 +20,7 @@ from ..rundir import RunDir, load_npz, read_json, write_json
 from ..sweeps import SweepError, point_name
 from .capability import capability_sentences, capability_summary
 from .masking import masking_metrics
+from .representation import representation_sentences, representation_summary
 from .run_metrics import trajectory_arrays
 from .sweep_stats import censored_summary, distance_vs_time, kaplan_meier, observed_order, order_accuracy, wilson
 from .trajectories import corners
@@ -56,7 +57,8 @@ def collect_runs(sweep_dir: str | Path) -> list[dict]:
                   "classes": metrics["classes"], "turn": metrics.get("turn", {}),
                   "saturation": metrics.get("training_saturation_step"),
                   "drawing_step": metrics.get("drawing_step"), "steps": metrics.get("steps", []),
-                  "elicitation": metrics.get("elicitation", {}), "masking": _masking(cfg)}
+                  "elicitation": metrics.get("elicitation", {}), "masking": _masking(cfg),
+                  "representation": metrics.get("representation")}
         names = list(metrics["classes"])
         record["corners"] = dict(zip(names, corners(names, [c.n_values for c in space.concepts]).tolist()))
         if rd.concept_probs.is_file():
@@ -301,6 +303,8 @@ def sweep_reading(metrics: dict) -> list[str]:
                      f"final probe P(blue) of the held-out class: {blue}.")
     if metrics.get("hidden_capability"):
         lines += capability_sentences(metrics["hidden_capability"])
+    if metrics.get("representation"):
+        lines += representation_sentences(metrics["representation"])
     return lines
 
 
@@ -355,6 +359,9 @@ def sweep_metrics(runs: list[dict]) -> dict:
     capability = capability_summary(runs)
     if capability:
         metrics["hidden_capability"] = capability
+    representation = representation_summary(runs)
+    if representation:
+        metrics["representation"] = representation
     return metrics
 
 
