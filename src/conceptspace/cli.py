@@ -175,6 +175,24 @@ def cmd_represent(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate_external(args: argparse.Namespace) -> int:
+    from .data.concepts import ConceptSpace
+    from .readout.external import diffusers_checkpoints, evaluate_external, load_diffusers
+
+    cfg = load_config(args.space, args.overrides)
+    space = ConceptSpace.from_config(cfg.data)
+    found = diffusers_checkpoints(args.checkpoint_dir)
+    loaders = [(step, lambda path=path: load_diffusers(path, space, args.n_steps)) for step, path in found]
+    metrics = evaluate_external(loaders, cfg, args.out, source=str(args.checkpoint_dir))
+    print(f"{len(found)} checkpoints (steps {found[0][0]}-{found[-1][0]}) read into {args.out}")
+    from .report.run_page import reading
+
+    for line in reading(metrics):
+        print(f"  {line}")
+    print(f"report: {RunDir(args.out).report}")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .pipeline import run_pipeline
 
@@ -326,6 +344,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an elicitation made with other settings")
     p.add_argument("--rebuild-config", action="store_true", help=REBUILD_HELP)
     p.set_defaults(func=cmd_elicit)
+
+    p = sub.add_parser("evaluate-external", help="concept-space readings of another model's checkpoints "
+                                                 "(diffusers U-Nets)")
+    p.add_argument("checkpoint_dir", help="folder of checkpoint folders named with their step (checkpoint-500/, "
+                                          "each a diffusers model or holding unet/)")
+    p.add_argument("--space", required=True, help="config whose data section is the model's concept space (e.g. "
+                                                  "configs/2x2.yaml); its probe, eval and elicit settings apply")
+    p.add_argument("--out", required=True, help="run directory to write (a new folder, or an earlier reading)")
+    p.add_argument("--adapter", choices=["diffusers"], default="diffusers",
+                   help="how checkpoints are loaded (other models: the Python API, readout.external)")
+    p.add_argument("--n-steps", type=int, default=25, help="DDIM steps per sample")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override the space config, e.g. --set eval.n_samples=16")
+    p.set_defaults(func=cmd_evaluate_external)
 
     p = sub.add_parser("represent", help="when the held-out class is decoded from the model's representation, "
                                          "beside the naive and intervention onsets (no sampling)")

@@ -62,7 +62,8 @@ ANALYSIS_SETTINGS = {"threshold", "run_length", "allowed_dip", "lead_fraction", 
 N_SHOW_ELICIT = 4  # generations kept per elicitation, held-out class and checkpoint (for the report's explorer)
 
 
-def _prompt(space: ConceptSpace, held: str, e: Elicitation) -> np.ndarray:
+def elicitation_prompt(space: ConceptSpace, held: str, e: Elicitation) -> np.ndarray:
+    """The prompt vector [D] that asks for held-out class `held` with a prompt-level elicitation."""
     if e.method == "overprompt":
         return overprompt_prompt(space, held, e.concept, e.scale)
     if e.method == "ladder":
@@ -89,7 +90,7 @@ def elicitation_batch(model, cfg: ExperimentConfig, space: ConceptSpace, held_na
     e = known[name]
     if e.method not in PROMPT_METHODS:
         raise ElicitationError(f"{name}: only prompt and latent elicitations can be sampled this way")
-    prompts = torch.from_numpy(np.stack([_prompt(space, h, e) for h in held_names for _ in range(n)]))
+    prompts = torch.from_numpy(np.stack([elicitation_prompt(space, h, e) for h in held_names for _ in range(n)]))
     if not e.method.startswith("latent"):
         return prompts, []
     site = _latent_site(cfg)
@@ -118,7 +119,7 @@ def elicit_checkpoint(model, objective, cfg: ExperimentConfig, space: ConceptSpa
     site = _latent_site(cfg) if any(e.method.startswith("latent") for e in batched) else None
     for held in space.held_out:
         # 1. Prompt and latent elicitations in one batch, every group of rows sharing the same noise.
-        prompts = torch.from_numpy(np.stack([_prompt(space, held, e) for e in batched for _ in range(n)]))
+        prompts = torch.from_numpy(np.stack([elicitation_prompt(space, held, e) for e in batched for _ in range(n)]))
         rows = latent_rows(model, space, held, batched, n, site, cfg.elicit.paper_latent_values) if site else None
         hooks = [(site, latent_hook(rows))] if site else []
         images = generate(model, objective, cfg, prompts, cfg.sampler.guidance_scale, n, hooks)

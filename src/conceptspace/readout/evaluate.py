@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -114,22 +115,31 @@ def open_eval_file(path: Path, settings: dict, force: bool) -> dict[str, np.ndar
     return arrays
 
 
+def _load_own(ckpt: Path, device: str | torch.device) -> tuple:
+    """(model, objective) of one of the run's checkpoints; a damaged one stops the reading."""
+    try:
+        _, model, objective, _ = load_checkpoint(ckpt, device)
+    except CheckpointError as exc:  # a reading without this checkpoint would quietly shift every onset
+        raise RunDirError(f"{exc}; the readings need every checkpoint (train --resume rewrites the last ones, "
+                          "or move the file away to evaluate without it)") from None
+    return model, objective
+
+
 def over_new_checkpoints(run_dir: Path, path: Path, arrays: dict[str, np.ndarray], per_checkpoint, static: dict,
-                         desc: str, progress: bool | None, device: str | torch.device = "cpu") -> dict[str, np.ndarray]:
+                         desc: str, progress: bool | None, device: str | torch.device = "cpu",
+                         checkpoints: list[tuple[int, Callable[[], tuple]]] | None = None) -> dict[str, np.ndarray]:
     """Call `per_checkpoint(model, objective) -> {name: [1, ...] array}` on every checkpoint missing from `arrays`,
-    merge by step and rewrite `path` atomically after each one (an interrupted evaluation keeps its work)."""
+    merge by step and rewrite `path` atomically after each one (an interrupted evaluation keeps its work).
+    `checkpoints`: (step, load) pairs where load() returns what per_checkpoint takes (default: the run's own)."""
     done = set(arrays.get("steps", np.array([], dtype=np.int64)).tolist())
-    todo = [(s, p) for s, p in list_checkpoints(run_dir) if s not in done]
+    if checkpoints is None:
+        checkpoints = [(s, lambda p=p: _load_own(p, device)) for s, p in list_checkpoints(run_dir)]
+    todo = [(s, load) for s, load in checkpoints if s not in done]
     show = sys.stderr.isatty() if progress is None else progress
-    for i, (step, ckpt) in enumerate(tqdm(todo, disable=not show, desc=desc)):
+    for i, (step, load) in enumerate(tqdm(todo, disable=not show, desc=desc)):
         if not show:  # progress visible in logs when not on a terminal
             logger.info("%s: checkpoint %d of %d (step %d)", desc, i + 1, len(todo), step)
-        try:
-            _, model, objective, _ = load_checkpoint(ckpt, device)
-        except CheckpointError as exc:  # a reading without this checkpoint would quietly shift every onset
-            raise RunDirError(f"{exc}; the readings need every checkpoint (train --resume rewrites the last ones, "
-                              "or move the file away to evaluate without it)") from None
-        new = {"steps": np.array([step]), **per_checkpoint(model, objective)}
+        new = {"steps": np.array([step]), **per_checkpoint(*load())}
         if arrays:
             # a file written before a key existed (e.g. elicitation samples) keeps its keys when it is extended
             new = {k: v for k, v in new.items() if k in arrays}

@@ -1,0 +1,215 @@
+"""Concept-space readings of a model this package did not train: any conditional generator and its checkpoints.
+
+A *generator* is a callable `gen(prompts [N, D] float32, names [N] class names, seed) -> images [N, 3, H, W] in
+[0, 1]`: prompts are the space's concept vectors (what this package's own models take), names say which class
+each row asks for (what a class-label or text-conditioned model needs). Adapters:
+
+- `DiffusersGenerator`: a diffusers `UNet2DConditionModel` (concept vectors as a one-token sequence when its
+  `cross_attention_dim` equals the prompt's width, or any `encode(prompts, names)` you pass, e.g. a text encoder
+  fed by `TextPrompts`) or a class-conditional `UNet2DModel` (`num_class_embeds`: class index = the space's class
+  order), sampled with DDIM (the checkpoint's own `scheduler/` config when present);
+- any plain Python callable with the signature above.
+
+`evaluate_external(checkpoints, cfg, out)` writes an ordinary run directory (config, run.json, the evaluation and
+elicitation arrays, metrics.json, report.html) from `(step, load)` pairs, where `load()` returns a generator; the
+prompt-level elicitations (naive, best-of-k naive, and for concept-vector models overprompting and the prompt
+ladder) run through the generator. Latent interventions need the hook points of this package's own models.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..analysis.onsets import joint_accuracy
+from ..config import ExperimentConfig, config_to_yaml
+from ..data.concepts import ConceptSpace
+from ..data.prompts import class_prompts
+from ..errors import ConceptspaceError
+from ..rundir import RunDir, write_json, write_text
+from .elicit import N_SHOW_ELICIT, elicitation_prompt
+from .elicitation import build_elicitations
+from .evaluate import N_SHOW, eval_settings, object_mask, open_eval_file, over_new_checkpoints, pad_probs
+from .probe import AnalyticProbe, check_probe_space, get_probe
+
+GeneratorFn = Callable[[np.ndarray, Sequence[str], int], np.ndarray]
+VECTOR_METHODS = {"naive", "naive_k", "overprompt", "ladder"}  # what a concept-vector generator can be asked
+NAME_METHODS = {"naive", "naive_k"}  # what a class-label or text generator can be asked
+
+
+@dataclass
+class TextPrompts:
+    """Class names to text, e.g. template "a {size} {color} circle" with words {"color": ["red", "blue"], "size":
+    ["large", "small"]}: class "11" -> "a small blue circle". Concepts in the space's digit order."""
+
+    template: str
+    words: dict[str, list[str]]
+    concepts: list[str] = field(default_factory=list)
+
+    def __call__(self, names: Sequence[str]) -> list[str]:
+        return [self.template.format(**{c: self.words[c][int(d)] for c, d in zip(self.concepts, n)}) for n in names]
+
+
+class DiffusersGenerator:
+    """A diffusers U-Net sampled with DDIM; see the module docstring for how it is conditioned."""
+
+    def __init__(self, unet, scheduler=None, n_steps: int = 25, class_names: Sequence[str] = (),
+                 encode: Callable[[np.ndarray, Sequence[str]], torch.Tensor] | None = None, batch_size: int = 256):
+        from diffusers import DDIMScheduler
+
+        self.unet = unet.eval()
+        self.scheduler = scheduler or DDIMScheduler()
+        self.n_steps, self.encode, self.batch_size = n_steps, encode, batch_size
+        self.class_index = {n: i for i, n in enumerate(class_names)}
+        cfg = unet.config
+        self.labels = getattr(cfg, "num_class_embeds", None) is not None and not hasattr(cfg, "cross_attention_dim")
+        self.names_only = self.labels or encode is not None  # overprompting has no meaning for them
+
+    @torch.no_grad()
+    def __call__(self, prompts: np.ndarray, names: Sequence[str], seed: int) -> np.ndarray:
+        cfg, out = self.unet.config, []
+        gen = torch.Generator().manual_seed(seed)
+        x_all = torch.randn((len(prompts), cfg.in_channels, cfg.sample_size, cfg.sample_size), generator=gen)
+        for lo in range(0, len(prompts), self.batch_size):
+            sl = slice(lo, lo + self.batch_size)
+            kwargs = {}
+            if self.labels:
+                kwargs["class_labels"] = torch.tensor([self.class_index[n] for n in names[sl]])
+            elif self.encode is not None:
+                kwargs["encoder_hidden_states"] = self.encode(prompts[sl], names[sl])
+            else:
+                if cfg.cross_attention_dim != prompts.shape[1]:
+                    raise ConceptspaceError(f"the U-Net's cross_attention_dim is {cfg.cross_attention_dim}, the "
+                                            f"prompts have {prompts.shape[1]} numbers; pass an encoder")
+                kwargs["encoder_hidden_states"] = torch.from_numpy(prompts[sl])[:, None, :]
+            self.scheduler.set_timesteps(self.n_steps)
+            x = x_all[sl]
+            for t in self.scheduler.timesteps:
+                eps = self.unet(x, t, **kwargs).sample
+                x = self.scheduler.step(eps, t, x).prev_sample
+            out.append(((x.clamp(-1, 1) + 1) / 2).float().numpy())
+        return np.concatenate(out)
+
+
+def diffusers_checkpoints(root: str | Path) -> list[tuple[int, Path]]:
+    """(step, folder) of every checkpoint under `root`: sub-folders whose name holds a number (the step:
+    `checkpoint-500`, `step=500`, `500`) with a diffusers model (`config.json`, or `unet/config.json`)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ConceptspaceError(f"{root}: not a folder of checkpoints")
+    found = []
+    for d in root.iterdir():
+        m = re.search(r"(\d+)$", d.name)
+        if d.is_dir() and m:
+            model = d / "unet" if (d / "unet" / "config.json").is_file() else d
+            if (model / "config.json").is_file():
+                found.append((int(m.group(1)), model))
+    if not found:
+        raise ConceptspaceError(f"{root}: no checkpoint folders (named with their step, holding a diffusers "
+                                "config.json and weights)")
+    return sorted(found)
+
+
+def load_diffusers(folder: Path, space: ConceptSpace, n_steps: int = 25,
+                   encode: Callable | None = None) -> DiffusersGenerator:
+    """A checkpoint folder as a generator: the U-Net from safetensors (nothing unpickled), the scheduler from the
+    checkpoint's `scheduler/` (or its parent's) when present, DDIM otherwise."""
+    from diffusers import DDIMScheduler, UNet2DConditionModel, UNet2DModel
+
+    kind = json.loads((folder / "config.json").read_text()).get("_class_name", "")
+    cls = UNet2DConditionModel if kind == "UNet2DConditionModel" else UNet2DModel
+    unet = cls.from_pretrained(folder, use_safetensors=True, low_cpu_mem_usage=False)
+    sched = None
+    for d in (folder / "scheduler", folder.parent / "scheduler"):
+        if (d / "scheduler_config.json").is_file():
+            sched = DDIMScheduler.from_pretrained(d)
+    return DiffusersGenerator(unet, sched, n_steps, space.class_names, encode)
+
+
+def evaluate_external(checkpoints: list[tuple[int, Callable[[], GeneratorFn]]], cfg: ExperimentConfig,
+                      out: str | Path, source: str = "", names_only: bool | None = None,
+                      progress: bool | None = None) -> dict:
+    """Evaluate and elicit every checkpoint of an external generator into the run directory `out` (resumable:
+    checkpoints already read are skipped), analyse and report; returns metrics.json's content."""
+    from ..analysis.run_metrics import add_onsets_to_metrics, analyze_run
+    from ..report.run_page import write_report
+
+    space = ConceptSpace.from_config(cfg.data)
+    rd = RunDir(out)
+    if rd.config.is_file() and rd.config.read_text() != config_to_yaml(cfg):
+        raise ConceptspaceError(f"{out} holds a reading with another config; choose another output folder")
+    if rd.root.is_dir() and any(rd.root.iterdir()) and not rd.info.is_file():
+        raise ConceptspaceError(f"{out} exists and is not a run directory; choose another output folder")
+    rd.root.mkdir(parents=True, exist_ok=True)
+    write_text(rd.config, config_to_yaml(cfg))
+    steps = [s for s, _ in checkpoints]
+    write_json(rd.info, {"seed": cfg.seed, "status": "done", "step": max(steps), "steps": max(steps),
+                         "external": {"source": source, "checkpoints": steps}})
+    probe = get_probe(cfg, progress)
+    check_probe_space(probe, space)
+    analytic = None if space.is_real else probe if isinstance(probe, AnalyticProbe) else AnalyticProbe.calibrate(space)
+    names = space.class_names
+    n, P, C = cfg.eval.n_samples, len(names), len(space.concepts)
+    prompts = np.repeat(class_prompts(space, names), n, axis=0)
+    row_names = [nm for nm in names for _ in range(n)]
+
+    def read(gen: GeneratorFn, _=None) -> dict[str, np.ndarray]:
+        images = gen(prompts, row_names, cfg.eval.seed)
+        probs = pad_probs(probe.predict_proba(images)).reshape(1, P, n, C, -1)
+        arrays = {"probs": probs, "preds": probs.argmax(-1).astype(np.int8),
+                  "samples": (images.reshape(P, n, *images.shape[1:])[None, :, :N_SHOW] * 255).round().astype(
+                      np.uint8), "has_object": object_mask(images, space).reshape(1, P, n)}
+        if analytic is not None:
+            arrays["analytic_probs"] = pad_probs(analytic.predict_proba(images)).reshape(1, P, n, C, -1)
+        return arrays
+
+    loaders = [(s, lambda load=load: (load(),)) for s, load in checkpoints]
+    static = {"classes": np.array(names), "held_out": np.array([nm in space.held_out for nm in names]),
+              "probe_checksum": np.array(probe.checksum)}
+    arrays = open_eval_file(rd.concept_probs, eval_settings(cfg), False)
+    over_new_checkpoints(rd.root, rd.concept_probs, arrays, read, static, "evaluate", progress,
+                         checkpoints=loaders)
+    metrics = analyze_run(rd.root, cfg)
+    if names_only is None:  # ask the generator: class-label and text models take no concept vectors
+        names_only = bool(getattr(checkpoints[0][1](), "names_only", False))
+    if space.held_out:
+        _elicit(loaders, cfg, space, probe, rd, names_only, progress)
+        metrics = add_onsets_to_metrics(rd.root, cfg)
+    write_report(rd.root, cfg)
+    return metrics
+
+
+def _elicit(loaders, cfg: ExperimentConfig, space: ConceptSpace, probe, rd: RunDir, names_only: bool | None,
+            progress: bool | None) -> None:
+    """elicitation.npz of the prompt-level elicitations the generator can be asked (the others are left out)."""
+    allowed = NAME_METHODS if names_only else VECTOR_METHODS
+    elicitations = [e for e in build_elicitations(space, cfg.elicit) if e.method in allowed]
+    n, C, held = cfg.elicit.n_samples, len(space.concepts), list(space.held_out)
+
+    def read(gen: GeneratorFn, _=None) -> dict[str, np.ndarray]:
+        probs, found, shown = [], [], []
+        for e in elicitations:
+            rows = np.stack([elicitation_prompt(space, h, e) for h in held for _ in range(n)])
+            images = gen(rows, [h for h in held for _ in range(n)], cfg.eval.seed + e.noise)
+            probs.append(pad_probs(probe.predict_proba(images)).reshape(len(held), n, C, -1))
+            found.append(object_mask(images, space).reshape(len(held), n))
+            shown.append((images.reshape(len(held), n, *images.shape[1:])[:, :N_SHOW_ELICIT] * 255).round()
+                         .astype(np.uint8))
+        p, f = np.stack(probs), np.stack(found)  # [E, H, S, C, V], [E, H, S]
+        joint = np.stack([joint_accuracy(p[:, i], h, f[:, i]) for i, h in enumerate(held)], axis=1)
+        paper = np.stack([joint_accuracy(p[:, i], h, f[:, i], "paper") for i, h in enumerate(held)], axis=1)
+        return {"probs": p[None], "has_object": f[None], "joint": joint[None], "joint_paper": paper[None],
+                "samples": np.stack(shown)[None]}
+
+    static = {"names": np.array([e.name for e in elicitations]), "methods": np.array([e.method for e in elicitations]),
+              "concepts": np.array([e.concept or "" for e in elicitations]), "held_out": np.array(held),
+              "probe_checksum": np.array(probe.checksum)}
+    settings = {"elicit": cfg.elicit.model_dump(mode="json"), "names_only": bool(names_only), "external": True}
+    arrays = open_eval_file(rd.elicitation, settings, False)
+    over_new_checkpoints(rd.root, rd.elicitation, arrays, read, static, "elicit", progress, checkpoints=loaders)
