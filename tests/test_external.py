@@ -77,3 +77,16 @@ def test_text_prompts_from_class_names():
     t = TextPrompts("a {size} {color} circle", {"color": ["red", "blue"], "size": ["large", "small"]},
                     ["color", "size"])
     assert t(["11", "00"]) == ["a small blue circle", "a large red circle"]
+
+
+def test_own_run_through_the_interface_reads_as_its_own_evaluation(tmp_path):
+    from conceptspace.readout.external import own_run_checkpoints
+
+    run = tmp_path / "r"
+    assert main(["run", "configs/micro.yaml", "--run-dir", str(run), "--set", "probe.kind=analytic",
+                 "--set", "train.steps=10", "--set", "train.n_checkpoints=3", "--set", "elicit.methods=[naive]"]) == 0
+    cfg = load_config(run / "config.yaml", saved_run=True)
+    evaluate_external(own_run_checkpoints(run), cfg, tmp_path / "ext")
+    own, ext = load_npz(RunDir(run).concept_probs), load_npz(RunDir(tmp_path / "ext").concept_probs)
+    assert np.array_equal(own["steps"], ext["steps"]) and np.array_equal(own["probs"], ext["probs"])
+    assert RunDir(tmp_path / "ext").read_metrics()["classes"] == RunDir(run).read_metrics()["classes"]

@@ -8,6 +8,7 @@ each row asks for (what a class-label or text-conditioned model needs). Adapters
   `cross_attention_dim` equals the prompt's width, or any `encode(prompts, names)` you pass, e.g. a text encoder
   fed by `TextPrompts`) or a class-conditional `UNet2DModel` (`num_class_embeds`: class index = the space's class
   order), sampled with DDIM (the checkpoint's own `scheduler/` config when present);
+- `own_run_checkpoints`: a run of this package (its readings through this interface equal its own evaluation);
 - any plain Python callable with the signature above.
 
 `evaluate_external(checkpoints, cfg, out)` writes an ordinary run directory (config, run.json, the evaluation and
@@ -130,6 +131,26 @@ def load_diffusers(folder: Path, space: ConceptSpace, n_steps: int = 25,
         if (d / "scheduler_config.json").is_file():
             sched = DDIMScheduler.from_pretrained(d)
     return DiffusersGenerator(unet, sched, n_steps, space.class_names, encode)
+
+
+def own_run_checkpoints(run_dir: str | Path, cfg: ExperimentConfig | None = None
+                        ) -> list[tuple[int, Callable[[], GeneratorFn]]]:
+    """A run of this package as (step, load) pairs of generators (the same sampler and noise as its evaluation):
+    the adapter that lets the interface be checked against the package's own readings."""
+    from ..model.checkpoints import list_checkpoints
+    from ..train import load_checkpoint, load_run_config
+    from .evaluate import generate
+
+    cfg = cfg or load_run_config(run_dir)
+
+    def loader(path: Path) -> GeneratorFn:
+        _, model, objective, _ = load_checkpoint(path)
+
+        def gen(prompts: np.ndarray, names: Sequence[str], seed: int) -> np.ndarray:
+            return generate(model, objective, cfg, torch.from_numpy(prompts), noise=seed - cfg.eval.seed)
+        return gen
+
+    return [(step, lambda p=path: loader(p)) for step, path in list_checkpoints(run_dir)]
 
 
 def evaluate_external(checkpoints: list[tuple[int, Callable[[], GeneratorFn]]], cfg: ExperimentConfig,
