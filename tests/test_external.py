@@ -90,3 +90,53 @@ def test_own_run_through_the_interface_reads_as_its_own_evaluation(tmp_path):
     own, ext = load_npz(RunDir(run).concept_probs), load_npz(RunDir(tmp_path / "ext").concept_probs)
     assert np.array_equal(own["steps"], ext["steps"]) and np.array_equal(own["probs"], ext["probs"])
     assert RunDir(tmp_path / "ext").read_metrics()["classes"] == RunDir(run).read_metrics()["classes"]
+
+
+def test_paraphrases_are_an_elicitation_of_text_models(tmp_path):
+    from conceptspace.data.concepts import ConceptSpace, sample_values
+    from conceptspace.data.render import render_space
+
+    cfg = load_config("configs/micro.yaml", MICRO)
+    space = ConceptSpace.from_config(cfg.data)
+
+    class Text:  # a text model: the first wording draws the training classes and noise for the held-out one,
+        names_only, paraphrases = True, 2  # the second draws every class
+
+        def __call__(self, prompts, names, seed, variant=0):
+            rng = np.random.default_rng(seed)
+            images = render_space(sample_values(space, space.class_ids(list(names)), "test", rng), space, rng)
+            if variant == 0:
+                held = np.array([n in space.held_out for n in names])
+                images[held] = rng.uniform(0, 1, images[held].shape)
+            return images
+
+    m = evaluate_external([(10, Text), (20, Text)], cfg, tmp_path / "out")
+    e = load_npz(RunDir(tmp_path / "out").elicitation)
+    names = e["names"].tolist()
+    assert "paraphrase[1]" in names and "overprompt" not in set(e["methods"].tolist())
+    joint = e["joint"][:, :, 0]  # [K, E]
+    assert (joint[:, names.index("paraphrase[1]")] > 0.9).all() and (joint[:, names.index("naive")] < 0.5).all()
+    assert m["elicitation"]["11"]["onset_step"]["paraphrase"] == 10
+
+
+def test_text_conditioned_diffusers_generator():
+    import torch
+
+    from conceptspace.readout.external import DiffusersGenerator
+
+    unet = tiny_unet("cross")
+    text = TextPrompts(["a {size} {color} circle", "a {color} circle, {size}"],
+                       {"color": ["red", "blue"], "size": ["large", "small"]}, ["color", "size"])
+    seen = []
+
+    def encoder(strings):
+        seen.extend(strings)
+        return torch.stack([torch.full((2, 11), float(len(s)) / 30) for s in strings])
+
+    gen = DiffusersGenerator(unet, n_steps=2, text=text, text_encoder=encoder)
+    assert gen.names_only and gen.paraphrases == 2
+    images = gen(np.zeros((2, 11), np.float32), ["11", "00"], 0, variant=1)
+    assert images.shape == (2, 3, 8, 8) and 0 <= images.min() and images.max() <= 1
+    assert seen[:2] == ["a blue circle, small", "a red circle, large"]
+    with pytest.raises(ConceptspaceError, match="both"):
+        DiffusersGenerator(unet, text=text)

@@ -53,6 +53,7 @@ class Elicitation:
     guidance: float = 1.0  # cfg scale
     value: tuple[float, ...] | None = None  # ladder: the concept's prompt value
     noise: int = 0  # naive_k: the try (initial-noise seed offset; 0 = the noise every other row uses)
+    variant: int = 0  # paraphrase: which wording of the class's text prompt (external text models)
 
 
 def overprompt_prompt(space: ConceptSpace, name: str, concept: str, scale: float) -> np.ndarray:

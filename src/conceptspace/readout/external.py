@@ -35,45 +35,59 @@ from ..data.prompts import class_prompts
 from ..errors import ConceptspaceError
 from ..rundir import RunDir, write_json, write_text
 from .elicit import N_SHOW_ELICIT, elicitation_prompt
-from .elicitation import build_elicitations
+from .elicitation import Elicitation, build_elicitations
 from .evaluate import N_SHOW, eval_settings, object_mask, open_eval_file, over_new_checkpoints, pad_probs
 from .probe import AnalyticProbe, check_probe_space, get_probe
 
 GeneratorFn = Callable[[np.ndarray, Sequence[str], int], np.ndarray]
 VECTOR_METHODS = {"naive", "naive_k", "overprompt", "ladder"}  # what a concept-vector generator can be asked
+# (a text generator with several wordings adds "paraphrase")
 NAME_METHODS = {"naive", "naive_k"}  # what a class-label or text generator can be asked
 
 
 @dataclass
 class TextPrompts:
     """Class names to text, e.g. template "a {size} {color} circle" with words {"color": ["red", "blue"], "size":
-    ["large", "small"]}: class "11" -> "a small blue circle". Concepts in the space's digit order."""
+    ["large", "small"]}: class "11" -> "a small blue circle". Concepts in the space's digit order. Several
+    templates are paraphrases: the first is the naive prompt, the others an elicitation ("paraphrase[j]")."""
 
-    template: str
+    templates: str | list[str]
     words: dict[str, list[str]]
     concepts: list[str] = field(default_factory=list)
 
-    def __call__(self, names: Sequence[str]) -> list[str]:
-        return [self.template.format(**{c: self.words[c][int(d)] for c, d in zip(self.concepts, n)}) for n in names]
+    def __post_init__(self) -> None:
+        if isinstance(self.templates, str):
+            self.templates = [self.templates]
+
+    def __call__(self, names: Sequence[str], variant: int = 0) -> list[str]:
+        t = self.templates[variant]
+        return [t.format(**{c: self.words[c][int(d)] for c, d in zip(self.concepts, n)}) for n in names]
 
 
 class DiffusersGenerator:
-    """A diffusers U-Net sampled with DDIM; see the module docstring for how it is conditioned."""
+    """A diffusers U-Net sampled with DDIM; see the module docstring for how it is conditioned. A text-conditioned
+    U-Net takes `text` (TextPrompts) and `text_encoder` (list of strings -> [N, L, cross_attention_dim])."""
 
     def __init__(self, unet, scheduler=None, n_steps: int = 25, class_names: Sequence[str] = (),
-                 encode: Callable[[np.ndarray, Sequence[str]], torch.Tensor] | None = None, batch_size: int = 256):
+                 encode: Callable[[np.ndarray, Sequence[str]], torch.Tensor] | None = None,
+                 text: TextPrompts | None = None, text_encoder: Callable[[list[str]], torch.Tensor] | None = None,
+                 batch_size: int = 256):
         from diffusers import DDIMScheduler
 
+        if (text is None) != (text_encoder is None):
+            raise ConceptspaceError("a text-conditioned generator needs both `text` and `text_encoder`")
         self.unet = unet.eval()
         self.scheduler = scheduler or DDIMScheduler()
         self.n_steps, self.encode, self.batch_size = n_steps, encode, batch_size
+        self.text, self.text_encoder = text, text_encoder
         self.class_index = {n: i for i, n in enumerate(class_names)}
         cfg = unet.config
         self.labels = getattr(cfg, "num_class_embeds", None) is not None and not hasattr(cfg, "cross_attention_dim")
-        self.names_only = self.labels or encode is not None  # overprompting has no meaning for them
+        self.names_only = self.labels or encode is not None or text is not None  # no concept vectors to push
+        self.paraphrases = len(text.templates) if text is not None else 0
 
     @torch.no_grad()
-    def __call__(self, prompts: np.ndarray, names: Sequence[str], seed: int) -> np.ndarray:
+    def __call__(self, prompts: np.ndarray, names: Sequence[str], seed: int, variant: int = 0) -> np.ndarray:
         cfg, out = self.unet.config, []
         gen = torch.Generator().manual_seed(seed)
         x_all = torch.randn((len(prompts), cfg.in_channels, cfg.sample_size, cfg.sample_size), generator=gen)
@@ -82,6 +96,8 @@ class DiffusersGenerator:
             kwargs = {}
             if self.labels:
                 kwargs["class_labels"] = torch.tensor([self.class_index[n] for n in names[sl]])
+            elif self.text is not None:
+                kwargs["encoder_hidden_states"] = self.text_encoder(self.text(names[sl], variant))
             elif self.encode is not None:
                 kwargs["encoder_hidden_states"] = self.encode(prompts[sl], names[sl])
             else:
@@ -211,13 +227,24 @@ def _elicit(loaders, cfg: ExperimentConfig, space: ConceptSpace, probe, rd: RunD
     """elicitation.npz of the prompt-level elicitations the generator can be asked (the others are left out)."""
     allowed = NAME_METHODS if names_only else VECTOR_METHODS
     elicitations = [e for e in build_elicitations(space, cfg.elicit) if e.method in allowed]
+    paraphrases = int(getattr(loaders[0][1]()[0], "paraphrases", 0))
+    if paraphrases > 1:  # the other wordings of the class's text; naive gets as many tries as there are
+        elicitations += [Elicitation(f"paraphrase[{j}]", "paraphrase", variant=j) for j in range(1, paraphrases)]
+        tries = sum(e.method == "naive_k" for e in elicitations)
+        if tries < paraphrases - 1:
+            elicitations += [Elicitation(f"naive[try {j}]", "naive_k", noise=j) for j in range(max(tries, 1),
+                                                                                             paraphrases - 1)]
+            if tries == 0:
+                elicitations.append(Elicitation("naive[try 0]", "naive_k"))
     n, C, held = cfg.elicit.n_samples, len(space.concepts), list(space.held_out)
 
     def read(gen: GeneratorFn, _=None) -> dict[str, np.ndarray]:
         probs, found, shown = [], [], []
         for e in elicitations:
             rows = np.stack([elicitation_prompt(space, h, e) for h in held for _ in range(n)])
-            images = gen(rows, [h for h in held for _ in range(n)], cfg.eval.seed + e.noise)
+            row_names = [h for h in held for _ in range(n)]
+            images = (gen(rows, row_names, cfg.eval.seed, variant=e.variant) if e.method == "paraphrase"
+                      else gen(rows, row_names, cfg.eval.seed + e.noise))
             probs.append(pad_probs(probe.predict_proba(images)).reshape(len(held), n, C, -1))
             found.append(object_mask(images, space).reshape(len(held), n))
             shown.append((images.reshape(len(held), n, *images.shape[1:])[:, :N_SHOW_ELICIT] * 255).round()
