@@ -36,7 +36,7 @@ def prompt_dim(cfg) -> int:
 def synchronize(device: torch.device) -> None:
     """Wait for the device's queued work (timings on a GPU end when its kernels do)."""
     if device.type == "cuda":
-        synchronize(device)
+        torch.cuda.synchronize(device)
 
 
 def steps_per_s(cfg, steps: int, precision: str, device: torch.device, barrier=None) -> float:
