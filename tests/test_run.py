@@ -142,3 +142,37 @@ def test_report_draws_and_analyze_recomputes(micro_run):
     assert main(["analyze", str(micro_run)]) == 0
     assert json.loads(path.read_text())["drawing_step"] == keep
     test_micro_run_metrics_are_unchanged(micro_run)
+
+
+def test_archive_keeps_the_readings_without_checkpoints(micro_run, tmp_path, capsys):
+    import shutil
+
+    from conceptspace.analysis.sweep import collect_runs
+    from conceptspace.rundir import write_json
+
+    # a sweep of two points: one finished, one killed (its readings are partial: left out)
+    sweep = tmp_path / "sweep"
+    for name, status in (("seed=0", "done"), ("seed=1", "failed")):
+        shutil.copytree(micro_run, sweep / name)
+        write_json(sweep / name / "sweep_status.json", {"run": name, "status": status})
+    write_json(sweep / "sweep.json", {"spec": "x.yaml", "points": [{"name": "seed=0", "overrides": {"seed": 0}},
+                                                                   {"name": "seed=1", "overrides": {"seed": 1}}]})
+    dest = tmp_path / "archive"
+    assert main(["archive", str(sweep), str(dest)]) == 0
+    assert "archived 1 finished run(s)" in capsys.readouterr().out
+    assert sorted(p.name for p in dest.iterdir()) == ["seed=0", "sweep.json"]
+    kept = {str(p.relative_to(dest / "seed=0")) for p in (dest / "seed=0").rglob("*") if p.is_file()}
+    assert not any(k.endswith(".safetensors") or k.startswith(("checkpoints", "figures")) or k == "report.html"
+                   for k in kept)
+    assert {"config.yaml", "run.json", "metrics.json", "metrics.jsonl", "eval/default/concept_probs.npz"} <= kept
+    full, small = load_eval(micro_run / "eval/default/concept_probs.npz"), load_eval(
+        dest / "seed=0/eval/default/concept_probs.npz")
+    assert np.array_equal(small["samples"][0], full["samples"][-1]) and small["samples"].shape[0] == 1
+    assert small["samples_steps"].tolist() == full["steps"][-1:].tolist()
+    assert np.array_equal(small["probs"], full["probs"])
+    # a sweep's analysis reads the archive as it reads the runs
+    (orig,), (arch,) = collect_runs(sweep)[:1], collect_runs(dest)
+    assert orig["trajectories"] == arch["trajectories"] and orig["classes"] == arch["classes"]
+    # never into a folder that holds something
+    assert main(["archive", str(sweep), str(dest)]) == 2
+    assert "not empty" in capsys.readouterr().err

@@ -256,6 +256,15 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_archive(args: argparse.Namespace) -> int:
+    from .rundir import archive
+
+    runs = archive(args.src, args.dest)
+    size = sum(f.stat().st_size for f in Path(args.dest).rglob("*") if f.is_file())
+    print(f"archived {len(runs)} finished run(s) into {args.dest} ({size / 1e6:.1f} MB)")
+    return 0
+
+
 def cmd_paper(args: argparse.Namespace) -> int:
     from . import paper
 
@@ -392,6 +401,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figure", default=None, help="also write the elicitation figure across these runs (PNG)")
     p.add_argument("--tag", default="default", help="which evaluation of each run (eval/<tag>/)")
     p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("archive", help="keep a run's or a sweep's readings without checkpoints (small enough for "
+                                        "version control; `analyze` and sweep reports read them)")
+    p.add_argument("src", help="a run directory, or a sweep / `paper run` folder (its finished runs are archived)")
+    p.add_argument("dest", help="a new folder")
+    p.set_defaults(func=cmd_archive)
 
     p = sub.add_parser("paper", help="the paper's results: list them, run one, or report it")
     p.add_argument("action", choices=["list", "run", "report"],

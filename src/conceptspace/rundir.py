@@ -362,3 +362,73 @@ class RunDir:
     def read_log(self) -> list[dict]:
         """Rows of metrics.jsonl (the training log)."""
         return read_jsonl(self.log)
+
+
+# ------------------------------------------------------------------------------------------ archives
+
+# Files of a sweep or `paper run` folder (beside its run directories) that an archive keeps.
+ARCHIVED_SWEEP_FILES = ("sweep.json", "sweep_results.json", "sweep_metrics.json", "paper_run.json", "reading.txt")
+
+
+def archive_run(src: str | Path, dest: str | Path) -> list[Path]:
+    """Copy a run's readings to `dest` (a new folder): config, run.json, training log, metrics, sweep marker and
+    every evaluation's arrays and settings; no checkpoints, resume state, figures or report pages. Generated samples
+    are kept for the last checkpoint only (`samples` (1, classes, n, 3, H, W), `samples_steps` (1,)). A few
+    hundred kB at most: small enough for version control, and a sweep's analysis (`conceptspace analyze`) reads it
+    like the run; the run's own report and any re-evaluation need the run directory. Returns the files written."""
+    run, dest = RunDir(Path(src)), Path(dest)
+    if not run.is_run():
+        raise RunDirError(f"{run.root}: not a run directory (no config.yaml / run.json)")
+    if dest.exists() and any(dest.iterdir()):
+        raise RunDirError(f"{dest} exists and is not empty; archive into a new folder")
+    keep = [run.config, run.info, run.log, run.sweep_status, run.sweep_config, run.root / "metrics.json"]
+    if (run.root / "eval").is_dir():
+        keep += sorted(p for p in (run.root / "eval").glob("*/*")
+                       if p.is_file() and (p.suffix == ".npz" or p.name.endswith(".settings.json")
+                                           or p.name == "metrics.json"))
+    written = []
+    for p in keep:
+        if not p.is_file():
+            continue
+        target = dest / p.relative_to(run.root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if p.suffix == ".npz":
+            arrays = load_npz(p)
+            if p.name == "concept_probs.npz" and "samples" in arrays and "samples_steps" not in arrays:
+                arrays = {**arrays, "samples": arrays["samples"][-1:], "samples_steps": arrays["steps"][-1:]}
+            save_npz(target, arrays)
+        else:
+            write_text(target, p.read_text())
+        written.append(target)
+    return written
+
+
+def archive(src: str | Path, dest: str | Path) -> list[Path]:
+    """Archive a run directory, or every finished run under a sweep / `paper run` folder (keeping the folder
+    layout and the sweep files beside the runs), into `dest` (a new folder). Unfinished runs are left out: their
+    readings are partial. Returns the run directories archived (their paths under `dest`)."""
+    src, dest = Path(src), Path(dest)
+    if not src.is_dir():
+        raise RunDirError(f"{src}: not a directory")
+    if dest.exists() and any(dest.iterdir()):
+        raise RunDirError(f"{dest} exists and is not empty; archive into a new folder")
+    if RunDir(src).is_run():
+        archive_run(src, dest)
+        return [dest]
+    runs, folders = [], set()
+    for info in sorted(src.rglob("run.json")):
+        run = RunDir(info.parent)
+        status = read_json(run.sweep_status)["status"] if run.sweep_status.is_file() else read_json(info)["status"]
+        if not run.is_run() or status != "done":
+            continue
+        rel = run.root.relative_to(src)
+        archive_run(run.root, dest / rel)
+        runs.append(dest / rel)
+        folders.update(rel.parents)
+    for folder in sorted(folders):
+        for name in ARCHIVED_SWEEP_FILES:
+            if (src / folder / name).is_file():
+                write_text(dest / folder / name, (src / folder / name).read_text())
+    if not runs:
+        raise RunDirError(f"{src}: no finished run to archive")
+    return runs
