@@ -71,12 +71,42 @@ def test_a_plain_callable_and_refusals(tmp_path):
         evaluate_external([(10, lambda: gen)], cfg, tmp_path / "mine")
     with pytest.raises(ConceptspaceError, match="no checkpoint folders"):
         diffusers_checkpoints(tmp_path / "mine")
+    with pytest.raises(ConceptspaceError, match="no checkpoints"):
+        evaluate_external([], cfg, tmp_path / "empty")
+    # images of the wrong size, channels last, or out of [0, 1]: one line naming what was expected
+    for bad in (np.full((1, 3, 16, 16), 0.5), np.full((1, 8, 8, 3), 0.5), np.full((1, 3, 8, 8), 255.0)):
+        with pytest.raises(ConceptspaceError, match="expected"):
+            evaluate_external([(10, lambda b=bad: lambda p, n, s: np.repeat(b, len(p), axis=0))], cfg,
+                              tmp_path / f"bad{bad.shape[1]}{int(bad.max())}")
+    # a run of this package is never written into
+    run = tmp_path / "own"
+    run.mkdir()
+    (run / "run.json").write_text('{"seed": 0, "status": "done"}')
+    with pytest.raises(ConceptspaceError, match="run of this package"):
+        evaluate_external([(10, lambda: gen)], cfg, run)
 
 
 def test_text_prompts_from_class_names():
     t = TextPrompts("a {size} {color} circle", {"color": ["red", "blue"], "size": ["large", "small"]},
                     ["color", "size"])
     assert t(["11", "00"]) == ["a small blue circle", "a large red circle"]
+    # concepts default to the order of the words
+    assert TextPrompts("a {size} {color} circle", {"color": ["red", "blue"], "size": ["large", "small"]})(
+        ["01"]) == ["a small red circle"]
+    with pytest.raises(ConceptspaceError, match="no words"):
+        TextPrompts("a {color} circle", {"color": ["red", "blue"]}, ["color", "size"])
+
+
+def test_models_that_cannot_be_read_are_refused():
+    from conceptspace.readout.external import DiffusersGenerator
+
+    with pytest.raises(ConceptspaceError, match="needs `class_names`"):
+        DiffusersGenerator(tiny_unet("labels"))
+    plain = diffusers.UNet2DModel(sample_size=8, in_channels=3, out_channels=3, layers_per_block=1,
+                                  block_out_channels=(8, 16), norm_num_groups=4,
+                                  down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"))
+    with pytest.raises(ConceptspaceError, match="takes no condition"):
+        DiffusersGenerator(plain, class_names=["00", "01", "10", "11"])
 
 
 def test_own_run_through_the_interface_reads_as_its_own_evaluation(tmp_path):

@@ -44,8 +44,13 @@ def test_readings_find_the_onset_and_compare_it():
     assert body["onset_step"] == 30 and body["first"] == 0.0 and body["final"] == 1.0
     assert set(body["by_ridge"]) == {"0.01", "1", "100"}
     assert r["11"]["prompt"]["by_ridge"]["0.01"]["first"] == 1.0  # the raw prompt is additive by construction
-    leads = compare_onsets(r, {"11": {"naive_best_of_k_onset": 45, "best_intervention_onset": None}}, 50)
+    ran = {"naive": 45, "overprompt": None}
+    leads = compare_onsets(r, {"11": {"naive_best_of_k_onset": 45, "best_intervention_onset": None,
+                                      "onset_step": ran}}, 50)
     assert leads["11"]["body"] == {"lead_vs_naive": 15, "lead_vs_intervention": 20}  # never = the last step
+    # no intervention run: no lead over one
+    naive_only = compare_onsets(r, {"11": {"naive_best_of_k_onset": 45, "onset_step": {"naive": 45}}}, 50)
+    assert naive_only["11"]["body"] == {"lead_vs_naive": 15, "lead_vs_intervention": None}
     runs = [{"name": "a", "arm": "x", "representation": {"11": {"body": {**body, **leads["11"]["body"]}}}}]
     s = representation_summary(runs)["x"]["body"]
     assert (s["n_runs"], s["decoded"], s["before_naive"], s["early_warning"], s["at_first_checkpoint"]) == (1, 1, 1, 1, 0)

@@ -162,6 +162,8 @@ def cmd_elicit(args: argparse.Namespace) -> int:
 def cmd_represent(args: argparse.Namespace) -> int:
     from .pipeline import represent_and_score
 
+    if args.n < 2:  # a read-out is fitted on the training classes' prompts: one per class fits nothing
+        raise ConceptspaceError(f"--n {args.n}: at least 2 prompts per class")
     cfg = _run_cfg(args)
     metrics = represent_and_score(Path(args.run_dir), cfg, tag=args.tag, n=args.n)
     for held, sites in metrics["representation"].items():
@@ -170,7 +172,9 @@ def cmd_represent(args: argparse.Namespace) -> int:
                 return "never" if s is None else s
             print(f"{held} {site:>6}: decoded (held) from {step(r['onset_step'])} (first checkpoint "
                   f"{r['first']:.2f}, last {r['final']:.2f}); lead over best-of-k naive {step(r['lead_vs_naive'])}, "
-                  f"over the earliest intervention {step(r['lead_vs_intervention'])}")
+                  "over the earliest intervention " + ("(none run)" if r["lead_vs_intervention"] is None and
+                                                       r["onset_step"] is not None else
+                                                       str(step(r["lead_vs_intervention"]))))
     print(f"{metrics['representation_seconds']} s; merged into {RunDir(args.run_dir, args.tag).metrics}")
     return 0
 

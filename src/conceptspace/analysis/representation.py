@@ -85,25 +85,28 @@ def representation_readings(arrays: dict[str, np.ndarray], threshold: float = 0.
                 entry["by_ridge"][f"{ridge:g}"] = reading
                 if ridge == HEADLINE_RIDGE:
                     first_k = first_reached(joint[:, i], threshold, run_length)
-                    entry.update(reading, first_reached_step=int(steps[first_k]) if first_k is not None else None,
+                    entry.update(reading, threshold=threshold,
+                                 first_reached_step=int(steps[first_k]) if first_k is not None else None,
                                  joint=np.round(joint[:, i], 4).tolist(), per_concept=np.round(per[:, i], 4).tolist())
     return out
 
 
 def compare_onsets(readings: dict, elicitation: dict, last_step: int) -> dict:
     """Per held-out class and site: steps by which the representation onset precedes best-of-k naive prompting
-    and the earliest intervention onset (never = the run's last step; None when the representation never holds)."""
+    and the earliest intervention onset (never = the run's last step; None when the representation never holds,
+    and for interventions when none was run)."""
     out: dict = {}
     for h, sites in readings.items():
         e = elicitation.get(h, {})
         naive = e.get("naive_best_of_k_onset", (e.get("onset_step") or {}).get("naive"))
         intervention = e.get("best_intervention_onset")
+        ran = any(m not in ("naive", "naive_k") for m in (e.get("onset_step") or {}))
         out[h] = {}
         for site, r in sites.items():
             rep = r["onset_step"]
             out[h][site] = {
                 "lead_vs_naive": None if rep is None else (naive if naive is not None else last_step) - rep,
-                "lead_vs_intervention": (None if rep is None else
+                "lead_vs_intervention": (None if rep is None or not ran else
                                          (intervention if intervention is not None else last_step) - rep)}
     return out
 
@@ -120,7 +123,7 @@ def representation_summary(runs: list[dict], threshold: float = 0.8) -> dict | N
                     "n_runs": 0, "decoded": 0, "at_first_checkpoint": 0, "before_naive": 0,
                     "before_intervention": 0, "early_warning": 0, "runs": []})
                 a["n_runs"] += 1
-                at_first = x["first"] >= threshold
+                at_first = x["first"] >= x.get("threshold", threshold)  # the run's own threshold
                 ahead = x["lead_vs_naive"] is not None and x["lead_vs_naive"] > 0
                 a["decoded"] += x["onset_step"] is not None
                 a["at_first_checkpoint"] += at_first

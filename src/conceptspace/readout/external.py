@@ -24,6 +24,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ from ..config import ExperimentConfig, config_to_yaml
 from ..data.concepts import ConceptSpace
 from ..data.prompts import class_prompts
 from ..errors import ConceptspaceError
-from ..rundir import RunDir, write_json, write_text
+from ..rundir import RunDir, locked, read_json, write_json, write_text
 from .elicit import N_SHOW_ELICIT, elicitation_prompt
 from .elicitation import Elicitation, build_elicitations
 from .evaluate import N_SHOW, eval_settings, object_mask, open_eval_file, over_new_checkpoints, pad_probs
@@ -48,8 +49,9 @@ NAME_METHODS = {"naive", "naive_k"}  # what a class-label or text generator can 
 @dataclass
 class TextPrompts:
     """Class names to text, e.g. template "a {size} {color} circle" with words {"color": ["red", "blue"], "size":
-    ["large", "small"]}: class "11" -> "a small blue circle". Concepts in the space's digit order. Several
-    templates are paraphrases: the first is the naive prompt, the others an elicitation ("paraphrase[j]")."""
+    ["large", "small"]}: class "11" -> "a small blue circle". `concepts`: the space's digit order (default: the
+    order of `words`). Several templates are paraphrases: the first is the naive prompt, the others an elicitation
+    ("paraphrase[j]")."""
 
     templates: str | list[str]
     words: dict[str, list[str]]
@@ -58,6 +60,10 @@ class TextPrompts:
     def __post_init__(self) -> None:
         if isinstance(self.templates, str):
             self.templates = [self.templates]
+        self.concepts = list(self.concepts) or list(self.words)
+        missing = [c for c in self.concepts if c not in self.words]
+        if missing:
+            raise ConceptspaceError(f"TextPrompts: no words for concept(s) {', '.join(missing)}")
 
     def __call__(self, names: Sequence[str], variant: int = 0) -> list[str]:
         t = self.templates[variant]
@@ -68,7 +74,8 @@ class DiffusersGenerator:
     """A diffusers U-Net sampled with DDIM; see the module docstring for how it is conditioned. A text-conditioned
     U-Net takes `text` (TextPrompts) and `text_encoder` (list of strings -> [N, L, cross_attention_dim])."""
 
-    def __init__(self, unet, scheduler=None, n_steps: int = 25, class_names: Sequence[str] = (),
+    def __init__(self, unet: torch.nn.Module, scheduler: Any = None, n_steps: int = 25,
+                 class_names: Sequence[str] = (),
                  encode: Callable[[np.ndarray, Sequence[str]], torch.Tensor] | None = None,
                  text: TextPrompts | None = None, text_encoder: Callable[[list[str]], torch.Tensor] | None = None,
                  batch_size: int = 256):
@@ -83,6 +90,12 @@ class DiffusersGenerator:
         self.class_index = {n: i for i, n in enumerate(class_names)}
         cfg = unet.config
         self.labels = getattr(cfg, "num_class_embeds", None) is not None and not hasattr(cfg, "cross_attention_dim")
+        if not self.labels and not hasattr(cfg, "cross_attention_dim"):
+            raise ConceptspaceError(f"{type(unet).__name__} takes no condition (no num_class_embeds, no "
+                                    "cross-attention): a concept-space reading needs a conditional model")
+        if self.labels and not self.class_index:
+            raise ConceptspaceError("a class-label U-Net needs `class_names` (the class of each label index, in the "
+                                    "space's order: ConceptSpace.class_names)")
         self.names_only = self.labels or encode is not None or text is not None  # no concept vectors to push
         self.paraphrases = len(text.templates) if text is not None else 0
 
@@ -133,20 +146,23 @@ def diffusers_checkpoints(root: str | Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def load_diffusers(folder: Path, space: ConceptSpace, n_steps: int = 25,
-                   encode: Callable | None = None) -> DiffusersGenerator:
+def load_diffusers(folder: Path, space: ConceptSpace, n_steps: int = 25, encode: Callable | None = None,
+                   text: TextPrompts | None = None,
+                   text_encoder: Callable[[list[str]], torch.Tensor] | None = None) -> DiffusersGenerator:
     """A checkpoint folder as a generator: the U-Net from safetensors (nothing unpickled), the scheduler from the
-    checkpoint's `scheduler/` (or its parent's) when present, DDIM otherwise."""
+    checkpoint's `scheduler/` (or its parent's) when present, DDIM otherwise; `encode` or `text` + `text_encoder`
+    as in DiffusersGenerator."""
     from diffusers import DDIMScheduler, UNet2DConditionModel, UNet2DModel
 
     kind = json.loads((folder / "config.json").read_text()).get("_class_name", "")
     cls = UNet2DConditionModel if kind == "UNet2DConditionModel" else UNet2DModel
     unet = cls.from_pretrained(folder, use_safetensors=True, low_cpu_mem_usage=False)
     sched = None
-    for d in (folder / "scheduler", folder.parent / "scheduler"):
+    for d in (folder / "scheduler", folder.parent / "scheduler"):  # the checkpoint's own first
         if (d / "scheduler_config.json").is_file():
             sched = DDIMScheduler.from_pretrained(d)
-    return DiffusersGenerator(unet, sched, n_steps, space.class_names, encode)
+            break
+    return DiffusersGenerator(unet, sched, n_steps, space.class_names, encode, text, text_encoder)
 
 
 def own_run_checkpoints(run_dir: str | Path, cfg: ExperimentConfig | None = None
@@ -173,21 +189,47 @@ def evaluate_external(checkpoints: list[tuple[int, Callable[[], GeneratorFn]]], 
                       out: str | Path, source: str = "", names_only: bool | None = None,
                       progress: bool | None = None) -> dict:
     """Evaluate and elicit every checkpoint of an external generator into the run directory `out` (resumable:
-    checkpoints already read are skipped), analyse and report; returns metrics.json's content."""
+    checkpoints already read are skipped), analyse and report; returns metrics.json's content. Refuses a folder
+    that holds anything else (one of this package's runs included); holds the folder's lock while it writes."""
+    space = ConceptSpace.from_config(cfg.data)
+    rd = RunDir(out)
+    if not checkpoints:
+        raise ConceptspaceError("no checkpoints to evaluate")
+    if rd.root.is_dir() and any(rd.root.iterdir()) and not rd.info.is_file():
+        raise ConceptspaceError(f"{out} exists and is not a run directory; choose another output folder")
+    if rd.info.is_file() and "external" not in read_json(rd.info):
+        raise ConceptspaceError(f"{out} is a run of this package, not an external reading; choose another output "
+                                "folder")
+    if rd.config.is_file() and rd.config.read_text() != config_to_yaml(cfg):
+        raise ConceptspaceError(f"{out} holds a reading with another config; choose another output folder")
+    rd.root.mkdir(parents=True, exist_ok=True)
+    with locked(rd.root):
+        return _evaluate_external(checkpoints, cfg, space, rd, source, names_only, progress)
+
+
+def checked_images(images: Any, rows: int, size: int) -> np.ndarray:
+    """A generator's output as float32 [rows, 3, size, size] in [0, 1]; anything else is a one-line error."""
+    images = np.asarray(images, dtype=np.float32)
+    if images.shape != (rows, 3, size, size):
+        raise ConceptspaceError(f"the generator returned images of shape {images.shape}; expected {(rows, 3, size, size)}"
+                                " (N, channels, height, width) at the space's image size")
+    if not np.isfinite(images).all() or images.min() < -1e-3 or images.max() > 1 + 1e-3:
+        raise ConceptspaceError(f"the generator returned values in [{np.nanmin(images):.3g}, {np.nanmax(images):.3g}]"
+                                "; expected images in [0, 1]")
+    return images.clip(0, 1)
+
+
+def _evaluate_external(checkpoints: list[tuple[int, Callable[[], GeneratorFn]]], cfg: ExperimentConfig,
+                       space: ConceptSpace, rd: RunDir, source: str, names_only: bool | None,
+                       progress: bool | None) -> dict:
     from ..analysis.run_metrics import add_onsets_to_metrics, analyze_run
     from ..report.run_page import write_report
 
-    space = ConceptSpace.from_config(cfg.data)
-    rd = RunDir(out)
-    if rd.config.is_file() and rd.config.read_text() != config_to_yaml(cfg):
-        raise ConceptspaceError(f"{out} holds a reading with another config; choose another output folder")
-    if rd.root.is_dir() and any(rd.root.iterdir()) and not rd.info.is_file():
-        raise ConceptspaceError(f"{out} exists and is not a run directory; choose another output folder")
-    rd.root.mkdir(parents=True, exist_ok=True)
     write_text(rd.config, config_to_yaml(cfg))
     steps = [s for s, _ in checkpoints]
-    write_json(rd.info, {"seed": cfg.seed, "status": "done", "step": max(steps), "steps": max(steps),
-                         "external": {"source": source, "checkpoints": steps}})
+    info = {"seed": cfg.seed, "status": "running", "step": max(steps), "steps": max(steps),
+            "external": {"source": source, "checkpoints": steps}}
+    write_json(rd.info, info)
     probe = get_probe(cfg, progress)
     check_probe_space(probe, space)
     analytic = None if space.is_real else probe if isinstance(probe, AnalyticProbe) else AnalyticProbe.calibrate(space)
@@ -197,7 +239,7 @@ def evaluate_external(checkpoints: list[tuple[int, Callable[[], GeneratorFn]]], 
     row_names = [nm for nm in names for _ in range(n)]
 
     def read(gen: GeneratorFn, _=None) -> dict[str, np.ndarray]:
-        images = gen(prompts, row_names, cfg.eval.seed)
+        images = checked_images(gen(prompts, row_names, cfg.eval.seed), len(prompts), cfg.data.image_size)
         probs = pad_probs(probe.predict_proba(images)).reshape(1, P, n, C, -1)
         arrays = {"probs": probs, "preds": probs.argmax(-1).astype(np.int8),
                   "samples": (images.reshape(P, n, *images.shape[1:])[None, :, :N_SHOW] * 255).round().astype(
@@ -213,21 +255,22 @@ def evaluate_external(checkpoints: list[tuple[int, Callable[[], GeneratorFn]]], 
     over_new_checkpoints(rd.root, rd.concept_probs, arrays, read, static, "evaluate", progress,
                          checkpoints=loaders)
     metrics = analyze_run(rd.root, cfg)
-    if names_only is None:  # ask the generator: class-label and text models take no concept vectors
-        names_only = bool(getattr(checkpoints[0][1](), "names_only", False))
     if space.held_out:
-        _elicit(loaders, cfg, space, probe, rd, names_only, progress)
+        first = checkpoints[0][1]()  # asked what it can be prompted with
+        if names_only is None:  # class-label and text models take no concept vectors
+            names_only = bool(getattr(first, "names_only", False))
+        _elicit(loaders, cfg, space, probe, rd, names_only, int(getattr(first, "paraphrases", 0)), progress)
         metrics = add_onsets_to_metrics(rd.root, cfg)
     write_report(rd.root, cfg)
+    write_json(rd.info, {**info, "status": "done"})
     return metrics
 
 
 def _elicit(loaders, cfg: ExperimentConfig, space: ConceptSpace, probe, rd: RunDir, names_only: bool | None,
-            progress: bool | None) -> None:
+            paraphrases: int, progress: bool | None) -> None:
     """elicitation.npz of the prompt-level elicitations the generator can be asked (the others are left out)."""
     allowed = NAME_METHODS if names_only else VECTOR_METHODS
     elicitations = [e for e in build_elicitations(space, cfg.elicit) if e.method in allowed]
-    paraphrases = int(getattr(loaders[0][1]()[0], "paraphrases", 0))
     if paraphrases > 1:  # the other wordings of the class's text; naive gets as many tries as there are
         elicitations += [Elicitation(f"paraphrase[{j}]", "paraphrase", variant=j) for j in range(1, paraphrases)]
         tries = sum(e.method == "naive_k" for e in elicitations)
@@ -243,8 +286,8 @@ def _elicit(loaders, cfg: ExperimentConfig, space: ConceptSpace, probe, rd: RunD
         for e in elicitations:
             rows = np.stack([elicitation_prompt(space, h, e) for h in held for _ in range(n)])
             row_names = [h for h in held for _ in range(n)]
-            images = (gen(rows, row_names, cfg.eval.seed, variant=e.variant) if e.method == "paraphrase"
-                      else gen(rows, row_names, cfg.eval.seed + e.noise))
+            images = checked_images(gen(rows, row_names, cfg.eval.seed, variant=e.variant) if e.method == "paraphrase"
+                                    else gen(rows, row_names, cfg.eval.seed + e.noise), len(rows), cfg.data.image_size)
             probs.append(pad_probs(probe.predict_proba(images)).reshape(len(held), n, C, -1))
             found.append(object_mask(images, space).reshape(len(held), n))
             shown.append((images.reshape(len(held), n, *images.shape[1:])[:, :N_SHOW_ELICIT] * 255).round()

@@ -98,11 +98,8 @@ SCRIPT = r"""
         name[0] === '1' ? 'end' : 'start');
     return el('circle', {r: 6, fill: c, stroke: '#000', class: 'cur-marker'});
   });
-  function nearestElicit(step) {
-    if (!D.elicitation) return -1;
-    const s = D.elicitation.steps; let best = 0;
-    for (let i = 0; i < s.length; i++) if (Math.abs(s[i] - step) < Math.abs(s[best] - step)) best = i;
-    return s[best] === step ? best : -1;
+  function elicitIndex(step) {  // the elicitation's row of this checkpoint (-1: not elicited there)
+    return D.elicitation ? D.elicitation.steps.indexOf(step) : -1;
   }
   function update() {
     const k = +slider.value, step = D.steps[k];
@@ -113,7 +110,7 @@ SCRIPT = r"""
     D.classes.forEach((n, p) => { rows += '<tr><th>' + n + (D.held_out[p] ? ' (held out)' : '') + '</th>' +
       D.accuracy[k][p].map(v => '<td>' + v.toFixed(2) + '</td>').join('') + '</tr>'; });
     document.getElementById('explorer-acc').innerHTML = rows;
-    const e = nearestElicit(step), box = document.getElementById('explorer-elicit');
+    const e = elicitIndex(step), box = document.getElementById('explorer-elicit');
     if (e >= 0) {
       const E = D.elicitation; let t = '<tr><th>elicitation</th>' + E.held_out.map(h => '<th>' + h + '</th>').join('') + '</tr>';
       E.names.forEach((n, i) => { t += '<tr><th>' + n + '</th>' + E.joint[e][i].map(v => '<td>' + v.toFixed(2) + '</td>').join('') + '</tr>'; });
@@ -176,13 +173,12 @@ SWEEP_SCRIPT = r"""
   const t1 = el('text', {x: W / 2, y: W - 8, 'font-size': 11, 'text-anchor': 'middle'}); t1.textContent = D.concepts[0] + ': P(value 1)';
   const t2 = el('text', {x: 14, y: W / 2, 'font-size': 11, 'text-anchor': 'middle', transform: 'rotate(-90 14 ' + W / 2 + ')'});
   t2.textContent = (D.concepts[1] || '') + ': P(value 1)';
-  const lines = D.runs.map((r, i) => {
+  D.runs.forEach((r, i) => {
     const pts = r.trajectory.map(q => X(q[0]) + ',' + Y(q[1] === undefined ? 0 : q[1])).join(' ');
     const line = el('polyline', {points: pts, fill: 'none', stroke: r.color, 'stroke-width': 2, class: 'run-line'});
     const box = document.getElementById('run-' + i);
     const show = () => { line.style.display = box.checked ? '' : 'none'; };
     box.addEventListener('change', show); show();
-    return line;
   });
 })();
 """
