@@ -24,7 +24,8 @@ from conceptspace.readout.elicitation import (
     paper_directions,
     prompt_embeddings,
 )
-from conceptspace.readout.probe import has_object, train_probe
+from conceptspace.readout import probe as probe_module
+from conceptspace.readout.probe import has_object, kernels_pinnable, train_probe, train_probe_pinned
 from conceptspace.train import build_model
 
 STEPS = np.arange(1, 21) * 100
@@ -194,6 +195,33 @@ def test_probe_trains_bit_identically_on_one_and_two_threads():
     assert one.checksum == two.checksum and len(one.checksum) == 16
     for a, b in zip(one.net.state_dict().values(), two.net.state_dict().values()):
         assert torch.equal(a, b)
+
+
+@pytest.mark.skipif(not kernels_pinnable(), reason="the pinned kernels need an x86-64 CPU with AVX2")
+def test_pinned_probe_does_not_depend_on_the_callers_kernel_choice(monkeypatch):
+    """A machine whose libraries pick other kernels (here: PyTorch's generic ones, MKL's compatible branch) trains
+    the same pinned probe; unpinned, the same choice changes the weights, so the pin is what keeps them equal."""
+    cfg = load_config("configs/micro.yaml", ["probe.steps=40", "probe.n_train_per_class=32",
+                                             "probe.n_test_per_class=8"])
+    here = train_probe_pinned(cfg.data, cfg.probe, progress=False)
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
+    monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")
+    elsewhere = train_probe_pinned(cfg.data, cfg.probe, progress=False)
+    assert here.checksum == elsewhere.checksum
+    monkeypatch.setattr(probe_module, "PINNED_KERNELS", {})
+    unpinned = train_probe_pinned(cfg.data, cfg.probe, progress=False)
+    assert unpinned.checksum != here.checksum
+
+
+@pytest.mark.skipif(not kernels_pinnable(), reason="the pinned kernels need an x86-64 CPU with AVX2")
+def test_a_failed_probe_child_is_an_error_not_a_missing_probe(monkeypatch):
+    import subprocess
+
+    cfg = load_config("configs/micro.yaml")
+    monkeypatch.setattr(probe_module.subprocess, "run",
+                        lambda *a, **k: subprocess.CompletedProcess(a, returncode=1))
+    with pytest.raises(probe_module.ProbeError, match="exit 1"):
+        train_probe_pinned(cfg.data, cfg.probe, progress=False)
 
 
 def test_capability_summary_counts_hidden_runs_per_arm():

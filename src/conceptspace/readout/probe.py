@@ -17,7 +17,10 @@ import hashlib
 import json
 import logging
 import os
+import platform
+import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,8 +38,17 @@ from ..model.checkpoints import load_tensors, save_tensors
 
 logger = logging.getLogger(__name__)
 
-PROBE_FORMAT = 2  # bump when the probe's code changes what a cached probe means (2: one thread, deterministic)
+PROBE_FORMAT = 3  # bump when the probe's code changes what a cached probe means (3: pinned kernels, no oneDNN)
 PROBE_THREADS = 1  # probe training always runs on this many threads, so its weights do not depend on the machine
+
+# The same training on two x86-64 machines still differs in the last bits wherever a library picks its kernels by
+# the CPU: PyTorch's vectorised ops (AVX2 vs AVX-512 builds of each kernel), MKL's GEMM and oneDNN's convolutions.
+# Measured on one machine, forcing PyTorch's generic kernels or capping oneDNN at SSE4.1 changes the probe's
+# checksum. Each library reads its choice once, at start-up, from the environment, so a probe is trained in a
+# child process started with every choice fixed to the AVX2 code path (present on any x86-64 CPU of the last
+# decade), oneDNN off (its blocking also follows cache sizes) and one thread.
+PINNED_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT", "OPENBLAS_CORETYPE": "Haswell",
+                  "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
 class ProbeError(ConceptspaceError):
@@ -205,13 +217,16 @@ def deterministic_torch(threads: int) -> Iterator[None]:
     over 1,500 steps, in what the probe reads; fixing the count makes a probe the same on every machine.
     """
     old_threads, old_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    old_onednn = torch.backends.mkldnn.enabled
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
+    torch.backends.mkldnn.enabled = False  # oneDNN's kernels follow the CPU's ISA and cache sizes
     try:
         yield
     finally:
         torch.set_num_threads(old_threads)
         torch.use_deterministic_algorithms(old_det)
+        torch.backends.mkldnn.enabled = old_onednn
 
 
 def weights_checksum(net: nn.Module) -> str:
@@ -323,6 +338,62 @@ def train_probe(data: DataConfig, cfg: ProbeConfig, seed: int = 0, progress: boo
     return probe
 
 
+def save_probe(path: Path, probe: LearnedProbe) -> None:
+    """Write a trained probe with the metadata `get_learned_probe` checks on loading."""
+    meta = {"key": probe.key, "kinds": list(probe.space.kinds), "n_values": [c.n_values for c in probe.space.concepts],
+            "accuracy": probe.accuracy_, "held_out_accuracy": probe.held_out_accuracy_}
+    save_tensors(path, probe.net.state_dict(), meta)
+
+
+def kernels_pinnable() -> bool:
+    """Whether this CPU can run the pinned AVX2 kernels (x86-64 with AVX2); elsewhere the probe trains unpinned."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    try:
+        return bool(torch.cpu._is_avx2_supported())  # the CPU's support, whatever this process was started with
+    except AttributeError:  # an older torch: fall back to the capability this process runs
+        return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+
+
+def train_probe_pinned(data: DataConfig, cfg: ProbeConfig, seed: int = 0,
+                       progress: bool | None = None) -> LearnedProbe:
+    """`train_probe` in a child process whose kernels are fixed by `PINNED_KERNELS`: the same weights on every
+    x86-64 machine with AVX2 and these package versions. Elsewhere it trains here and says the weights may differ."""
+    if not kernels_pinnable():
+        logger.warning("this CPU (%s, %s) cannot run the pinned AVX2 kernels: the probe's weights, and so its "
+                       "checksum, may differ from other machines'", platform.machine(),
+                       torch.backends.cpu.get_cpu_capability())
+        return train_probe(data, cfg, seed, progress)
+    with tempfile.TemporaryDirectory(prefix="conceptspace-probe-") as tmp:
+        out = Path(tmp) / "probe.safetensors"
+        job = {"data": data.model_dump(mode="json"), "probe": cfg.model_dump(mode="json"), "seed": seed,
+               "progress": sys.stderr.isatty() if progress is None else progress, "out": str(out)}
+        # The child imports this very package, wherever the parent found it (a notebook may have set sys.path).
+        path = os.pathsep.join([str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")])
+        env = {**os.environ, **PINNED_KERNELS, "PYTHONPATH": path.rstrip(os.pathsep)}
+        done = subprocess.run([sys.executable, "-m", "conceptspace.readout.probe"], input=json.dumps(job),
+                              text=True, env=env, stdout=subprocess.DEVNULL)
+        if done.returncode != 0 or not out.is_file():
+            raise ProbeError(f"probe training failed in its child process (exit {done.returncode}); "
+                             "its error is printed above")
+        tensors, meta = load_tensors(out)
+    space = ConceptSpace.from_config(data)
+    net = ProbeNet([c.n_values for c in space.concepts], cfg.width)
+    net.load_state_dict(tensors)
+    probe = LearnedProbe(space, net, meta["accuracy"], meta["key"])
+    probe.held_out_accuracy_ = meta.get("held_out_accuracy")
+    return probe
+
+
+def _train_in_child() -> None:
+    """Entry of the pinned child: a job as JSON on stdin -> the trained probe written to job['out']."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    job = json.loads(sys.stdin.read())
+    probe = train_probe(DataConfig.model_validate(job["data"]), ProbeConfig.model_validate(job["probe"]),
+                        job["seed"], job["progress"])
+    save_probe(Path(job["out"]), probe)
+
+
 def cache_dir(cfg: ProbeConfig) -> Path:
     """Where probes are cached: probe.cache_dir, $CONCEPTSPACE_CACHE/probes, or ~/.cache/conceptspace/probes."""
     if cfg.cache_dir:
@@ -346,10 +417,8 @@ def get_learned_probe(data: DataConfig, cfg: ProbeConfig, progress: bool | None 
         probe = LearnedProbe(space, net, meta["accuracy"], key)
         probe.held_out_accuracy_ = meta.get("held_out_accuracy")
     else:
-        probe = train_probe(data, cfg, progress=progress)
-        meta = {"key": key, "kinds": list(space.kinds), "n_values": n_values, "accuracy": probe.accuracy_,
-                "held_out_accuracy": probe.held_out_accuracy_}
-        save_tensors(path, probe.net.state_dict(), meta)
+        probe = train_probe_pinned(data, cfg, progress=progress)
+        save_probe(path, probe)
     if data.real is None:
         # Check on fresh test-mode images of the pooled spaces (stored) and of this run's own space (now, cheap).
         own = _test_accuracy(probe.net, [ConceptSpace.from_config(data.model_copy(update={"mask": []}))], cfg, 7)
@@ -380,4 +449,8 @@ def check_probe_space(probe, space: ConceptSpace) -> None:
 
 
 __all__ = ["AnalyticProbe", "LearnedProbe", "ProbeNet", "ProbeError", "ConceptValues", "get_probe",
-           "get_learned_probe", "train_probe", "image_features", "check_probe_space"]
+           "get_learned_probe", "train_probe", "train_probe_pinned", "image_features", "check_probe_space"]
+
+
+if __name__ == "__main__":
+    _train_in_child()
