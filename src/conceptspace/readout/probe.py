@@ -47,6 +47,7 @@ PROBE_THREADS = 1  # probe training always runs on this many threads, so its wei
 # checksum. Each library reads its choice once, at start-up, from the environment, so a probe is trained in a
 # child process started with every choice fixed to the AVX2 code path (present on any x86-64 CPU of the last
 # decade), oneDNN off (its blocking also follows cache sizes) and one thread.
+# OPENBLAS_CORETYPE holds numpy's BLAS (the renderer's blur) to one kernel too; its choice did not change images.
 PINNED_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT", "OPENBLAS_CORETYPE": "Haswell",
                   "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
@@ -367,7 +368,7 @@ def train_probe_pinned(data: DataConfig, cfg: ProbeConfig, seed: int = 0,
     with tempfile.TemporaryDirectory(prefix="conceptspace-probe-") as tmp:
         out = Path(tmp) / "probe.safetensors"
         job = {"data": data.model_dump(mode="json"), "probe": cfg.model_dump(mode="json"), "seed": seed,
-               "progress": sys.stderr.isatty() if progress is None else progress, "out": str(out)}
+               "progress": progress, "out": str(out)}  # None: the child's inherited stderr decides
         # The child imports this very package, wherever the parent found it (a notebook may have set sys.path).
         path = os.pathsep.join([str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")])
         env = {**os.environ, **PINNED_KERNELS, "PYTHONPATH": path.rstrip(os.pathsep)}
@@ -376,11 +377,19 @@ def train_probe_pinned(data: DataConfig, cfg: ProbeConfig, seed: int = 0,
         if done.returncode != 0 or not out.is_file():
             raise ProbeError(f"probe training failed in its child process (exit {done.returncode}); "
                              "its error is printed above")
-        tensors, meta = load_tensors(out)
+        return load_probe(out, data, cfg)
+
+
+def load_probe(path: Path, data: DataConfig, cfg: ProbeConfig) -> LearnedProbe:
+    """A probe written by `save_probe`, refused if it was trained for other concepts than `data`'s."""
     space = ConceptSpace.from_config(data)
-    net = ProbeNet([c.n_values for c in space.concepts], cfg.width)
+    n_values = [c.n_values for c in space.concepts]
+    tensors, meta = load_tensors(path)
+    if meta.get("kinds") != list(space.kinds) or meta.get("n_values") != n_values:
+        raise ProbeError(f"{path}: probe was trained for concepts {meta.get('kinds')}, not {list(space.kinds)}")
+    net = ProbeNet(n_values, cfg.width)
     net.load_state_dict(tensors)
-    probe = LearnedProbe(space, net, meta["accuracy"], meta["key"])
+    probe = LearnedProbe(space, net, meta["accuracy"], probe_key(data, cfg))
     probe.held_out_accuracy_ = meta.get("held_out_accuracy")
     return probe
 
@@ -406,16 +415,8 @@ def get_learned_probe(data: DataConfig, cfg: ProbeConfig, progress: bool | None 
     """The cached probe for this space, trained (and cached) on first use; refused below `cfg.min_accuracy`."""
     key = probe_key(data, cfg)
     path = cache_dir(cfg) / f"probe-{key}.safetensors"
-    space = ConceptSpace.from_config(data)
-    n_values = [c.n_values for c in space.concepts]
     if path.is_file():
-        tensors, meta = load_tensors(path)
-        if meta.get("kinds") != list(space.kinds) or meta.get("n_values") != n_values:
-            raise ProbeError(f"{path}: probe was trained for concepts {meta.get('kinds')}, not {list(space.kinds)}")
-        net = ProbeNet(n_values, cfg.width)
-        net.load_state_dict(tensors)
-        probe = LearnedProbe(space, net, meta["accuracy"], key)
-        probe.held_out_accuracy_ = meta.get("held_out_accuracy")
+        probe = load_probe(path, data, cfg)
     else:
         probe = train_probe_pinned(data, cfg, progress=progress)
         save_probe(path, probe)
