@@ -176,3 +176,26 @@ def test_archive_keeps_the_readings_without_checkpoints(micro_run, tmp_path, cap
     # never into a folder that holds something
     assert main(["archive", str(sweep), str(dest)]) == 2
     assert "not empty" in capsys.readouterr().err
+
+
+def test_new_checkpoints_are_not_read_by_another_probe(tmp_path):
+    """A caught-up evaluation whose probe changed (retrained on another machine, a new probe version) would mix
+    two probes' readings in one file; it is refused, and a file with nothing new to read is left alone."""
+    from conceptspace.errors import ConceptspaceError
+    from conceptspace.readout.evaluate import over_new_checkpoints
+
+    path = tmp_path / "concept_probs.npz"
+    old = {"steps": np.array([10]), "probs": np.zeros((1, 2)), "probe_checksum": np.array("aaaa")}
+    read = lambda: ()  # noqa: E731
+    per_checkpoint = lambda: {"probs": np.ones((1, 2))}  # noqa: E731
+    both = [(10, read), (20, read)]
+    with pytest.raises(ConceptspaceError, match="another probe"):
+        over_new_checkpoints(tmp_path, path, dict(old), per_checkpoint, {"probe_checksum": np.array("bbbb")},
+                             "evaluate", False, checkpoints=both)
+    assert not path.exists()
+    same = over_new_checkpoints(tmp_path, path, dict(old), per_checkpoint, {"probe_checksum": np.array("aaaa")},
+                                "evaluate", False, checkpoints=both)
+    assert same["steps"].tolist() == [10, 20] and same["probs"][:, 0].tolist() == [0.0, 1.0]
+    kept = over_new_checkpoints(tmp_path, path, dict(old), per_checkpoint, {"probe_checksum": np.array("bbbb")},
+                                "evaluate", False, checkpoints=both[:1])
+    assert kept["steps"].tolist() == [10]

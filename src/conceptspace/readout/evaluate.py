@@ -135,6 +135,12 @@ def over_new_checkpoints(run_dir: Path, path: Path, arrays: dict[str, np.ndarray
     if checkpoints is None:
         checkpoints = [(s, lambda p=p: _load_own(p, device)) for s, p in list_checkpoints(run_dir)]
     todo = [(s, load) for s, load in checkpoints if s not in done]
+    old, new = arrays.get("probe_checksum"), static.get("probe_checksum")
+    if todo and old is not None and new is not None and str(old) != str(new):
+        # The probe is not part of the stored settings (it is retrained per machine or probe version): without this
+        # check the new checkpoints would be read by another probe than the old ones, in one file.
+        raise ConceptspaceError(f"{path} was read by another probe (checksum {old}, now {new}); use --force to "
+                                "read every checkpoint again with this probe, or --tag NAME for a new evaluation")
     show = sys.stderr.isatty() if progress is None else progress
     for i, (step, load) in enumerate(tqdm(todo, disable=not show, desc=desc)):
         if not show:  # progress visible in logs when not on a terminal
