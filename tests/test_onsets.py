@@ -25,7 +25,9 @@ from conceptspace.readout.elicitation import (
     prompt_embeddings,
 )
 from conceptspace.readout import probe as probe_module
-from conceptspace.readout.probe import has_object, kernels_pinnable, train_probe, train_probe_pinned
+from conceptspace import kernels
+from conceptspace.kernels import kernels_pinnable
+from conceptspace.readout.probe import has_object, train_probe, train_probe_pinned
 from conceptspace.train import build_model
 
 STEPS = np.arange(1, 21) * 100
@@ -208,7 +210,7 @@ def test_pinned_probe_does_not_depend_on_the_callers_kernel_choice(monkeypatch):
     monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")
     elsewhere = train_probe_pinned(cfg.data, cfg.probe, progress=False)
     assert here.checksum == elsewhere.checksum
-    monkeypatch.setattr(probe_module, "PINNED_KERNELS", {})
+    monkeypatch.setattr(kernels, "PINNED_KERNELS", {})
     unpinned = train_probe_pinned(cfg.data, cfg.probe, progress=False)
     assert unpinned.checksum != here.checksum
 

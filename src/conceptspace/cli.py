@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from . import kernels
 from .config import ExperimentConfig, load_config
 from .errors import ConceptspaceError
 from .logs import configure_logging
@@ -302,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="conceptspace", description=__doc__)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (debug)")
     parser.add_argument("-q", "--quiet", action="count", default=0, help="only warnings and errors")
+    parser.add_argument("--pin-kernels", action="store_true",
+                        help="run in a child process with every library's kernels fixed to the AVX2 code path and "
+                             "oneDNN off: the same numbers on any x86-64 machine with AVX2 (slower)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("data", help="render a preview grid of every class and compute the concept signal")
@@ -434,8 +439,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose - args.quiet)
+    if args.pin_kernels and not kernels.in_pinned_process():
+        if not kernels.kernels_pinnable():
+            print(f"error: --pin-kernels needs an x86-64 CPU with AVX2 ({platform.machine()})", file=sys.stderr)
+            return 2
+        return kernels.run_pinned(argv)
+    if kernels.in_pinned_process():
+        kernels.enter_pinned()
     try:
         return args.func(args)
     except ConceptspaceError as exc:

@@ -31,6 +31,7 @@ from .data.concepts import ConceptSpace
 from .data.datasets import ConceptImages, check_memory, make_dataset
 from .data.prompts import PromptLayout, mask_prompts
 from .errors import ConceptspaceError
+from .kernels import kernel_record
 from .model.checkpoints import (
     CheckpointError,
     checkpoint_steps,
@@ -134,10 +135,10 @@ def optimizer_impl(fused: bool) -> dict[str, bool]:
     return {"fused": True} if fused else {"foreach": False}
 
 
-def versions() -> dict[str, str]:
+def versions() -> dict[str, object]:
     """What produced a run: enough to reproduce it."""
     return {"conceptspace": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "numpy": np.__version__, "platform": platform.platform()}
+            "numpy": np.__version__, "platform": platform.platform(), "kernels": kernel_record()}
 
 
 # ------------------------------------------------------------------------------------------ run directory

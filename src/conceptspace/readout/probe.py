@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import kernels
 from ..config import DataConfig, ExperimentConfig, ProbeConfig
 from ..data.concepts import ConceptSpace, ConceptValues, sample_values
 from ..data.render import render_space
@@ -41,15 +42,7 @@ logger = logging.getLogger(__name__)
 PROBE_FORMAT = 3  # bump when the probe's code changes what a cached probe means (3: pinned kernels, no oneDNN)
 PROBE_THREADS = 1  # probe training always runs on this many threads, so its weights do not depend on the machine
 
-# The same training on two x86-64 machines still differs in the last bits wherever a library picks its kernels by
-# the CPU: PyTorch's vectorised ops (AVX2 vs AVX-512 builds of each kernel), MKL's GEMM and oneDNN's convolutions.
-# Measured on one machine, forcing PyTorch's generic kernels or capping oneDNN at SSE4.1 changes the probe's
-# checksum. Each library reads its choice once, at start-up, from the environment, so a probe is trained in a
-# child process started with every choice fixed to the AVX2 code path (present on any x86-64 CPU of the last
-# decade), oneDNN off (its blocking also follows cache sizes) and one thread.
-# OPENBLAS_CORETYPE holds numpy's BLAS (the renderer's blur) to one kernel too; its choice did not change images.
-PINNED_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT", "OPENBLAS_CORETYPE": "Haswell",
-                  "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+# A probe trains in a child process with pinned kernels (`kernels.py`), so its weights do not depend on the CPU.
 
 
 class ProbeError(ConceptspaceError):
@@ -346,21 +339,11 @@ def save_probe(path: Path, probe: LearnedProbe) -> None:
     save_tensors(path, probe.net.state_dict(), meta)
 
 
-def kernels_pinnable() -> bool:
-    """Whether this CPU can run the pinned AVX2 kernels (x86-64 with AVX2); elsewhere the probe trains unpinned."""
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        return False
-    try:
-        return bool(torch.cpu._is_avx2_supported())  # the CPU's support, whatever this process was started with
-    except AttributeError:  # an older torch: fall back to the capability this process runs
-        return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
-
-
 def train_probe_pinned(data: DataConfig, cfg: ProbeConfig, seed: int = 0,
                        progress: bool | None = None) -> LearnedProbe:
-    """`train_probe` in a child process whose kernels are fixed by `PINNED_KERNELS`: the same weights on every
+    """`train_probe` in a child process whose kernels are fixed by `kernels.PINNED_KERNELS`: the same weights on every
     x86-64 machine with AVX2 and these package versions. Elsewhere it trains here and says the weights may differ."""
-    if not kernels_pinnable():
+    if not kernels.kernels_pinnable():
         logger.warning("this CPU (%s, %s) cannot run the pinned AVX2 kernels: the probe's weights, and so its "
                        "checksum, may differ from other machines'", platform.machine(),
                        torch.backends.cpu.get_cpu_capability())
@@ -369,11 +352,8 @@ def train_probe_pinned(data: DataConfig, cfg: ProbeConfig, seed: int = 0,
         out = Path(tmp) / "probe.safetensors"
         job = {"data": data.model_dump(mode="json"), "probe": cfg.model_dump(mode="json"), "seed": seed,
                "progress": progress, "out": str(out)}  # None: the child's inherited stderr decides
-        # The child imports this very package, wherever the parent found it (a notebook may have set sys.path).
-        path = os.pathsep.join([str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")])
-        env = {**os.environ, **PINNED_KERNELS, "PYTHONPATH": path.rstrip(os.pathsep)}
         done = subprocess.run([sys.executable, "-m", "conceptspace.readout.probe"], input=json.dumps(job),
-                              text=True, env=env, stdout=subprocess.DEVNULL)
+                              text=True, env=kernels.pinned_env(), stdout=subprocess.DEVNULL)
         if done.returncode != 0 or not out.is_file():
             raise ProbeError(f"probe training failed in its child process (exit {done.returncode}); "
                              "its error is printed above")

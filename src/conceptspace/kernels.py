@@ -1,0 +1,69 @@
+"""Pinned kernels: the same floating-point results on every x86-64 machine with AVX2.
+
+The same training on two x86-64 machines differs in the last bits wherever a library picks its kernels by the CPU:
+PyTorch's vectorised ops (AVX2 vs AVX-512 builds of each kernel), MKL's GEMM and oneDNN's convolutions. Over
+thousands of steps those bits grow into different weights (measured on one machine: forcing PyTorch's generic
+kernels changes a 30-step training and a 1,500-step probe). Each library reads its choice once, at start-up, from
+the environment, so pinned work runs in a child process started with every choice fixed to the AVX2 code path
+(present on any x86-64 CPU of the last decade), oneDNN off (its blocking also follows cache sizes) and one thread
+unless the work sets its own count. OPENBLAS_CORETYPE holds numpy's BLAS (the renderer's blur) to one kernel too.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+PINNED_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT", "OPENBLAS_CORETYPE": "Haswell",
+                  "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+PINNED_MARK = "CONCEPTSPACE_PINNED_KERNELS"  # set in a pinned child, so it knows to switch oneDNN off
+
+
+def kernels_pinnable() -> bool:
+    """Whether this CPU can run the pinned AVX2 kernels (x86-64 with AVX2)."""
+    import torch  # here, not at the top: the command line imports this module before it needs torch
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    try:
+        return bool(torch.cpu._is_avx2_supported())  # the CPU's support, whatever this process was started with
+    except AttributeError:  # an older torch: fall back to the capability this process runs
+        return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+
+
+def pinned_env() -> dict[str, str]:
+    """The environment of a pinned child process, which imports this very package wherever the parent found it
+    (a notebook may have set sys.path)."""
+    path = os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, **PINNED_KERNELS, PINNED_MARK: "1", "PYTHONPATH": path.rstrip(os.pathsep)}
+
+
+def in_pinned_process() -> bool:
+    """Whether this process was started with the pinned kernels (and has switched oneDNN off)."""
+    return os.environ.get(PINNED_MARK) == "1"
+
+
+def enter_pinned() -> None:
+    """In a pinned child: oneDNN off (the environment has fixed the other libraries' choices already)."""
+    import torch
+
+    torch.backends.mkldnn.enabled = False
+
+
+def run_pinned(argv: list[str]) -> int:
+    """Run `conceptspace ARGV` in a pinned child process; its exit code."""
+    return subprocess.run([sys.executable, "-m", "conceptspace.cli", *argv], env=pinned_env()).returncode
+
+
+def kernel_record() -> dict[str, object]:
+    """What decided this process's kernels, for run.json: the CPU code path PyTorch runs and whether it was pinned."""
+    import torch
+
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "pinned": in_pinned_process()}
+
+
+__all__ = ["PINNED_KERNELS", "kernels_pinnable", "pinned_env", "in_pinned_process", "enter_pinned", "run_pinned",
+           "kernel_record"]
