@@ -152,14 +152,20 @@ def test_an_empty_config_file_is_an_error_not_the_defaults(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
-def test_sigterm_leaves_an_interrupted_resumable_run(tmp_path):
+@pytest.mark.parametrize("pin", [[], ["--pin-kernels"]], ids=["unpinned", "pinned"])
+def test_sigterm_leaves_an_interrupted_resumable_run(tmp_path, pin):
+    """SIGTERM to the command's process (for --pin-kernels, the parent, which forwards it to its child)."""
     import signal
     import subprocess
     import sys
     import time
 
+    from conceptspace.kernels import kernels_pinnable
+
+    if pin and not kernels_pinnable():
+        pytest.skip("the pinned kernels need an x86-64 CPU with AVX2")
     run = tmp_path / "r"
-    proc = subprocess.Popen([sys.executable, "-m", "conceptspace.cli", "train", "configs/micro.yaml", "--run-dir",
+    proc = subprocess.Popen([sys.executable, "-m", "conceptspace.cli", *pin, "train", "configs/micro.yaml", "--run-dir",
                              str(run), "--set", "train.steps=3000", "--set", "train.n_checkpoints=30"],
                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
@@ -169,7 +175,7 @@ def test_sigterm_leaves_an_interrupted_resumable_run(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and "stopped by SIGTERM" in err and "Traceback" not in err
     assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
-    assert main(["train", "--run-dir", str(run), "--resume", "--set", "train.threads=1"]) == 0
+    assert main([*pin, "train", "--run-dir", str(run), "--resume", "--set", "train.threads=1"]) == 0
     assert json.loads((run / "run.json").read_text())["status"] == "done"
 
 

@@ -1,10 +1,14 @@
 """Readings that can be defended: gated on drawing, held rather than first reached, matched naive tries, the
 training-class control, latent directions that point somewhere, and a probe that trains the same everywhere."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
+from conceptspace import kernels
 from conceptspace.analysis.onsets import (
     censored_lead,
     first_reached,
@@ -18,6 +22,7 @@ from conceptspace.analysis.trajectories import analyze, learning_step
 from conceptspace.config import load_config
 from conceptspace.data.concepts import ConceptSpace
 from conceptspace.data.prompts import class_prompts
+from conceptspace.kernels import kernels_pinnable
 from conceptspace.readout.elicitation import (
     build_elicitations,
     contrastive_directions,
@@ -25,8 +30,6 @@ from conceptspace.readout.elicitation import (
     prompt_embeddings,
 )
 from conceptspace.readout import probe as probe_module
-from conceptspace import kernels
-from conceptspace.kernels import kernels_pinnable
 from conceptspace.readout.probe import has_object, train_probe, train_probe_pinned
 from conceptspace.train import build_model
 
@@ -210,6 +213,8 @@ def test_pinned_probe_does_not_depend_on_the_callers_kernel_choice(monkeypatch):
     monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")
     elsewhere = train_probe_pinned(cfg.data, cfg.probe, progress=False)
     assert here.checksum == elsewhere.checksum
+    golden = json.loads(Path("tests/golden/pinned_micro.json").read_text())  # made on another machine than most
+    assert here.checksum == golden["probe_checksum"], golden["made_on"]
     monkeypatch.setattr(kernels, "PINNED_KERNELS", {})
     unpinned = train_probe_pinned(cfg.data, cfg.probe, progress=False)
     assert unpinned.checksum != here.checksum

@@ -198,4 +198,4 @@ def test_new_checkpoints_are_not_read_by_another_probe(tmp_path):
     assert same["steps"].tolist() == [10, 20] and same["probs"][:, 0].tolist() == [0.0, 1.0]
     kept = over_new_checkpoints(tmp_path, path, dict(old), per_checkpoint, {"probe_checksum": np.array("bbbb")},
                                 "evaluate", False, checkpoints=both[:1])
-    assert kept["steps"].tolist() == [10]
+    assert kept["steps"].tolist() == [10] and str(kept["probe_checksum"]) == "aaaa"

@@ -305,8 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (debug)")
     parser.add_argument("-q", "--quiet", action="count", default=0, help="only warnings and errors")
     parser.add_argument("--pin-kernels", action="store_true",
-                        help="run in a child process with every library's kernels fixed to the AVX2 code path and "
-                             "oneDNN off: the same numbers on any x86-64 machine with AVX2 (slower)")
+                        help="(before the command) run it in a child process with every library's kernels fixed to the "
+                             "AVX2 code path, oneDNN off and one thread unless train.threads says otherwise: meant "
+                             "to give the same numbers on any x86-64 machine with AVX2 (slower)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("data", help="render a preview grid of every class and compute the concept signal")
@@ -447,9 +448,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --pin-kernels needs an x86-64 CPU with AVX2 ({platform.machine()})", file=sys.stderr)
             return 2
         return kernels.run_pinned(argv)
-    if kernels.in_pinned_process():
-        kernels.enter_pinned()
     try:
+        kernels.apply_pinned()
         return args.func(args)
     except ConceptspaceError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import os
 import platform
+import signal
 import subprocess
 import sys
 from pathlib import Path
+
+from .errors import ConceptspaceError
 
 PINNED_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT", "OPENBLAS_CORETYPE": "Haswell",
                   "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
@@ -42,28 +45,64 @@ def pinned_env() -> dict[str, str]:
 
 
 def in_pinned_process() -> bool:
-    """Whether this process was started with the pinned kernels (and has switched oneDNN off)."""
+    """Whether this process was started as a pinned child (its environment carries the pinned kernels)."""
     return os.environ.get(PINNED_MARK) == "1"
 
 
-def enter_pinned() -> None:
-    """In a pinned child: oneDNN off (the environment has fixed the other libraries' choices already)."""
+def apply_pinned() -> None:
+    """In a pinned child: oneDNN off (the environment has fixed the other libraries' choices at start-up), and a
+    check that PyTorch really runs its AVX2 kernels. Elsewhere nothing."""
+    if not in_pinned_process():
+        return
     import torch
 
     torch.backends.mkldnn.enabled = False
+    if torch.backends.cpu.get_cpu_capability() != "AVX2":
+        raise ConceptspaceError(f"a pinned process runs PyTorch's {torch.backends.cpu.get_cpu_capability()} "
+                                "kernels, not AVX2: start it through `conceptspace --pin-kernels`")
+
+
+def configure_torch(threads: int | None) -> None:
+    """Set torch's threads for training or evaluation: `threads`, else one in a pinned process (the thread count
+    changes reductions, so a pinned run must not take it from the machine), else every core."""
+    import torch
+
+    apply_pinned()
+    torch.set_num_threads(threads or (1 if in_pinned_process() else os.cpu_count() or 1))
 
 
 def run_pinned(argv: list[str]) -> int:
-    """Run `conceptspace ARGV` in a pinned child process; its exit code."""
-    return subprocess.run([sys.executable, "-m", "conceptspace.cli", *argv], env=pinned_env()).returncode
+    """Run `conceptspace ARGV` in a pinned child process; its exit code (128 + N when signal N ended it).
+
+    The parent forwards SIGTERM and SIGHUP to the child and lets Ctrl-C reach it through the terminal, so a
+    pinned training stops cleanly (status `interrupted`) as an unpinned one does."""
+    child = subprocess.Popen([sys.executable, "-m", "conceptspace.cli", *argv], env=pinned_env())
+    forward = lambda signum, frame: child.send_signal(signum)  # noqa: E731
+    old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
+    try:
+        signal.signal(signal.SIGTERM, forward)
+        signal.signal(signal.SIGHUP, forward)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the child, in the same process group, gets the Ctrl-C
+    except ValueError:  # not the main thread (a notebook's worker thread): no handlers, the child still runs
+        old = {}
+    try:
+        rc = child.wait()
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    return 128 - rc if rc < 0 else rc
 
 
 def kernel_record() -> dict[str, object]:
-    """What decided this process's kernels, for run.json: the CPU code path PyTorch runs and whether it was pinned."""
+    """What decided this process's kernels, for run.json: PyTorch's CPU code path, its threads, oneDNN, and whether
+    all of them are the pinned ones."""
     import torch
 
-    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "pinned": in_pinned_process()}
+    capability, onednn = torch.backends.cpu.get_cpu_capability(), bool(torch.backends.mkldnn.enabled)
+    pinned = (in_pinned_process() and capability == "AVX2" and not onednn
+              and all(os.environ.get(k) == v for k, v in PINNED_KERNELS.items() if not k.endswith("_THREADS")))
+    return {"cpu_capability": capability, "threads": torch.get_num_threads(), "onednn": onednn, "pinned": pinned}
 
 
-__all__ = ["PINNED_KERNELS", "kernels_pinnable", "pinned_env", "in_pinned_process", "enter_pinned", "run_pinned",
-           "kernel_record"]
+__all__ = ["PINNED_KERNELS", "kernels_pinnable", "pinned_env", "in_pinned_process", "apply_pinned", "configure_torch",
+           "run_pinned", "kernel_record"]

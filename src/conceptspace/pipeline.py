@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,6 +10,7 @@ from pathlib import Path
 
 from .config import ExperimentConfig
 from .data.concepts import ConceptSpace
+from .kernels import configure_torch
 from .rundir import RunDir, read_json, write_json, writes_run
 
 logger = logging.getLogger(__name__)
@@ -75,15 +75,13 @@ def timed_stage(seconds: dict[str, float], name: str) -> Iterator[None]:
 def run_pipeline(run_dir: Path, cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False,
                  tag: str = "default") -> Path:
     """The main job: train, evaluate, analyse, elicit, plot and report; returns the report's path."""
-    import torch
-
     from .analysis.run_metrics import analyze_run
-    from .readout.evaluate import evaluate_run
+    from .readout.evaluate import check_run_probe, evaluate_run
     from .report.run_page import reading, write_report
     from .train import check_same_run, train
 
     # Evaluation runs in this process too: keep it to the run's thread budget (sweeps run one thread per core).
-    torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)
+    configure_torch(cfg.train.threads)
     from .readout.probe import check_probe_space, get_probe
 
     rd = RunDir(run_dir)
@@ -95,6 +93,7 @@ def run_pipeline(run_dir: Path, cfg: ExperimentConfig, resume: bool = False, ove
         with timed_stage(seconds, "probe"):
             probe = get_probe(cfg)
             check_probe_space(probe, ConceptSpace.from_config(cfg.data))
+            check_run_probe(run_dir, tag, probe.checksum)  # a resumed run's readings, before hours of training
         with timed_stage(seconds, "train"):
             if resume and rd.info.is_file() and read_json(rd.info).get("status") == "done":
                 check_same_run(run_dir, cfg, training_only=True)  # never another recipe's run under this config

@@ -31,7 +31,7 @@ from .data.concepts import ConceptSpace
 from .data.datasets import ConceptImages, check_memory, make_dataset
 from .data.prompts import PromptLayout, mask_prompts
 from .errors import ConceptspaceError
-from .kernels import kernel_record
+from .kernels import configure_torch, kernel_record
 from .model.checkpoints import (
     CheckpointError,
     checkpoint_steps,
@@ -139,6 +139,16 @@ def versions() -> dict[str, object]:
     """What produced a run: enough to reproduce it."""
     return {"conceptspace": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "numpy": np.__version__, "platform": platform.platform(), "kernels": kernel_record()}
+
+
+def _check_same_kernels(rd: RunDir) -> None:
+    """A run begun with --pin-kernels resumes only with them, and one begun without them only without: half a
+    pinned run is no longer reproducible on another machine, and run.json would say it was."""
+    before = (read_json(rd.info).get("versions") or {}).get("kernels", {}).get("pinned") if rd.info.is_file() else None
+    now = kernel_record()["pinned"]
+    if before is not None and before != now:
+        raise RunDirError(f"{rd.root} was trained {'with' if before else 'without'} --pin-kernels; resume it the "
+                          "same way")
 
 
 # ------------------------------------------------------------------------------------------ run directory
@@ -338,7 +348,9 @@ def train(
     check_memory(cfg, ConceptSpace.from_config(cfg.data))  # before anything is written: a refusal leaves no trace
     cfg = _prepare_run_dir(cfg, run_dir, resume, overwrite)
     t = cfg.train
-    torch.set_num_threads(t.threads or os.cpu_count() or 1)
+    configure_torch(t.threads)
+    if resume:
+        _check_same_kernels(RunDir(run_dir))
     device = resolve_device(t.device)
 
     data = make_dataset(cfg)

@@ -33,6 +33,7 @@ from ..config import ExperimentConfig
 from ..data.concepts import ConceptSpace
 from ..data.prompts import class_prompts
 from ..errors import ConceptspaceError
+from ..kernels import in_pinned_process
 from ..model.checkpoints import CheckpointError, list_checkpoints
 from ..model.samplers import sample
 from ..readout.probe import AnalyticProbe, check_probe_space, get_probe, has_object
@@ -101,15 +102,36 @@ def object_mask(images: np.ndarray, space: ConceptSpace) -> np.ndarray:
     return np.ones(len(images), dtype=bool) if space.is_real else has_object(images)
 
 
+def check_same_probe(path: Path, stored: np.ndarray | None, checksum: str) -> None:
+    """Refuse to add readings to `path` with a probe other than the one whose checksum it stores. The probe is not
+    part of the stored settings (it is retrained per machine or probe version): without this check new checkpoints
+    would be read by another probe than the old ones, in one file."""
+    if stored is not None and str(stored) != checksum:
+        raise ConceptspaceError(f"{path} was read by another probe (checksum {stored}, now {checksum}); read every "
+                                "checkpoint again with this probe (--force) or into a new evaluation (--tag NAME)")
+
+
+def check_run_probe(run_dir: Path, tag: str, checksum: str) -> None:
+    """Before a run's long work: its evaluation files, if any, were read by the probe with this checksum."""
+    rd = RunDir(run_dir, tag)
+    for path in (rd.concept_probs, rd.elicitation):
+        if path.is_file():
+            check_same_probe(path, load_npz(path).get("probe_checksum"), checksum)
+
+
 def open_eval_file(path: Path, settings: dict, force: bool) -> dict[str, np.ndarray]:
-    """The arrays already in `path` (empty with --force); refuses a file made with other settings."""
+    """The arrays already in `path` (empty with --force); refuses a file made with other settings. Pinned kernels
+    count as a setting, so a file is never extended half pinned (unpinned files keep the settings they had)."""
+    if in_pinned_process():
+        settings = {**settings, "kernels": "pinned"}
     settings_path = RunDir.settings_of(path)
     arrays: dict[str, np.ndarray] = {}
     if path.is_file() and not force:
         old = read_json(settings_path) if settings_path.is_file() else None
         if old != settings:
-            raise ConceptspaceError(f"{path} was made with other settings; use --tag NAME for a new evaluation "
-                                    "or --force to replace it")
+            keys = sorted(k for k in set(old or {}) | set(settings) if (old or {}).get(k) != settings.get(k))
+            raise ConceptspaceError(f"{path} was made with other settings ({', '.join(keys)}); use --tag NAME for a "
+                                    "new evaluation or --force to replace it")
         arrays = load_npz(path)
     write_json(settings_path, settings)
     return arrays
@@ -135,12 +157,8 @@ def over_new_checkpoints(run_dir: Path, path: Path, arrays: dict[str, np.ndarray
     if checkpoints is None:
         checkpoints = [(s, lambda p=p: _load_own(p, device)) for s, p in list_checkpoints(run_dir)]
     todo = [(s, load) for s, load in checkpoints if s not in done]
-    old, new = arrays.get("probe_checksum"), static.get("probe_checksum")
-    if todo and old is not None and new is not None and str(old) != str(new):
-        # The probe is not part of the stored settings (it is retrained per machine or probe version): without this
-        # check the new checkpoints would be read by another probe than the old ones, in one file.
-        raise ConceptspaceError(f"{path} was read by another probe (checksum {old}, now {new}); use --force to "
-                                "read every checkpoint again with this probe, or --tag NAME for a new evaluation")
+    if todo and "probe_checksum" in static:
+        check_same_probe(path, arrays.get("probe_checksum"), str(static["probe_checksum"]))
     show = sys.stderr.isatty() if progress is None else progress
     for i, (step, load) in enumerate(tqdm(todo, disable=not show, desc=desc)):
         if not show:  # progress visible in logs when not on a terminal

@@ -343,6 +343,8 @@ def train_probe_pinned(data: DataConfig, cfg: ProbeConfig, seed: int = 0,
                        progress: bool | None = None) -> LearnedProbe:
     """`train_probe` in a child process whose kernels are fixed by `kernels.PINNED_KERNELS`: the same weights on every
     x86-64 machine with AVX2 and these package versions. Elsewhere it trains here and says the weights may differ."""
+    if kernels.in_pinned_process():  # a pinned command: this process already runs the pinned kernels
+        return train_probe(data, cfg, seed, progress)
     if not kernels.kernels_pinnable():
         logger.warning("this CPU (%s, %s) cannot run the pinned AVX2 kernels: the probe's weights, and so its "
                        "checksum, may differ from other machines'", platform.machine(),
