@@ -42,8 +42,6 @@ logger = logging.getLogger(__name__)
 PROBE_FORMAT = 3  # bump when the probe's code changes what a cached probe means (3: pinned kernels, no oneDNN)
 PROBE_THREADS = 1  # probe training always runs on this many threads, so its weights do not depend on the machine
 
-# A probe trains in a child process with pinned kernels (`kernels.py`), so its weights do not depend on the CPU.
-
 
 class ProbeError(ConceptspaceError):
     """A probe that cannot be used: too inaccurate, or trained for another concept space."""
