@@ -49,6 +49,12 @@ def test_held_onset_ignores_excursions_and_allows_one_dip():
     assert onset(x, np.arange(12) * 10, 0.8, 3, 1, start=2) == {"first": None, "held": 70}
     assert onset(x, np.arange(12) * 10, 0.8, 2, 1, start=2) == {"first": 20, "held": 70}
     assert censored_lead(300, None, 2000) == 1700 and censored_lead(None, 500, 2000) is None
+    # The two onsets measure different things, so held can come first: a dip right after the onset breaks the
+    # run of three, and the series holds from the onset with that one dip allowed.
+    dip_after = np.array([0, 0.9, 0.5, 0.9, 0.9, 0.9])
+    assert onset(dip_after, np.arange(6) * 10, 0.8, 3, 1) == {"first": 30, "held": 10}
+    # Held over the last two checkpoints only: no run of three, yet held.
+    assert onset(np.array([0, 0, 0, 0, 0.9, 0.9]), np.arange(6) * 10, 0.8, 3, 1) == {"first": None, "held": 40}
 
 
 def test_paper_measure_and_samples_without_an_object():

@@ -9,6 +9,8 @@ before that the samples are noise and a probe's reading of them is arbitrary):
   at most `allowed_dip` checkpoints below it (never the last one). An excursion that falls back is not held.
 
 Headline numbers use the held onset. A series that never holds is censored at the run's end, never dropped.
+The two are not ordered: a dip right after a held onset puts first reached later than held, and a series held
+over its last two checkpoints only has a held onset and no first reached.
 """
 
 from __future__ import annotations
