@@ -96,15 +96,20 @@ def render(
     chunks = [slice(start, min(start + CHUNK, n)) for start in range(0, n, CHUNK)]
     noisy = noise > 0 and rng is not None
 
-    def draw(sl: slice) -> np.ndarray:
-        z = rng.standard_normal((sl.stop - sl.start, 3, image_size, image_size), dtype=np.float32)
-        z *= noise
-        return z
+    # Two noise buffers, reused: the drawing thread fills one while this one composes with the other (fresh
+    # arrays of a chunk's size would be new pages, faulted in on every chunk).
+    buffers = [np.empty((CHUNK, 3, image_size, image_size), dtype=np.float32) for _ in range(2 if noisy else 0)]
+
+    def draw(k: int) -> np.ndarray:
+        sl = chunks[k]
+        return rng.standard_normal((sl.stop - sl.start, 3, image_size, image_size), dtype=np.float32,
+                                   out=buffers[k % 2][: sl.stop - sl.start])
 
     pool = ThreadPoolExecutor(1) if noisy and threads > 1 and len(chunks) > 1 else None
     try:
-        # Chunk k's noise is drawn (in chunk order, one draw at a time) while chunk k's objects are drawn here.
-        pending = pool.submit(draw, chunks[0]) if pool else None
+        # Chunk k's noise is drawn (in chunk order, one draw at a time) while chunk k's objects are drawn here; the
+        # scaling by `noise` is done here, which keeps the drawing thread (the slower one at 32 px) to the draws.
+        pending = pool.submit(draw, 0) if pool else None
         for k, sl in enumerate(chunks):
             part = ConceptValues(*(getattr(values, f)[sl] for f in ("x", "y", "color", "size", "shape", "bg_color")))
             smooth = _masks(part, lin)
@@ -118,9 +123,10 @@ def render(
             if noisy:
                 if pool:
                     draws = pending.result()
-                    pending = pool.submit(draw, chunks[k + 1]) if k + 1 < len(chunks) else None
+                    pending = pool.submit(draw, k + 1) if k + 1 < len(chunks) else None
                 else:
-                    draws = draw(sl)
+                    draws = draw(k)
+                draws *= noise
                 img += draws
             np.clip(img, 0.0, 1.0, out=img)
     finally:
