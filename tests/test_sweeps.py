@@ -307,3 +307,24 @@ def test_a_finished_point_or_run_is_never_reported_under_a_changed_config(tmp_pa
     run = str(out / "seed=0")
     assert main(["run", cfg, "--run-dir", run, "--resume", "--set", "probe.kind=analytic",
                  "--set", "train.lr=0.005"]) != 0
+
+
+def test_unlearned_trends_tell_a_plateau_from_a_late_rise():
+    from conceptspace.analysis.sweep import unlearned_trends
+
+    steps = [100, 1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000]
+    rising = [0, 0, 0, 0, 0, 0.1, 0.3, 0.5, 0.7]  # still climbing when the run ends
+    flat = [0, 0.2, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3]  # a plateau at 0.3
+    run = {"name": "r", "steps": steps, "trajectories": {
+        "11": [[1.0, y] for y in rising], "01": [[0.0, y] for y in flat], "10": [[1.0, 0.0]] * 9},
+        "classes": {"11": {"held_out": True, "learning_step": {"a": 500, "b": None}},
+                    "01": {"held_out": True, "learning_step": {"a": 100, "b": None}},
+                    "10": {"held_out": False, "learning_step": {"a": 500, "b": None}}}}
+    got = {t["class"]: t for t in unlearned_trends([run], ["a", "b"])}
+    # only never-held concepts of held-out classes that must move on them (value 1): b of 11 and 01
+    assert set(got) == {"11", "01"} and all(t["concept"] == "b" for t in got.values())
+    assert got["11"]["trend"] == "rising" and got["11"]["slope_per_1k"] == pytest.approx(0.2)
+    assert got["01"]["trend"] == "flat" and got["01"]["slope_per_1k"] == pytest.approx(0.0)
+    assert got["11"]["steps"] == [2000, 4000, 6000, 8000] and got["11"]["coordinate"] == [0.0, 0.0, 0.3, 0.7]
+    run["classes"]["11"]["learning_step"]["b"] = 7000  # held: no longer censored, not reported
+    assert [t["class"] for t in unlearned_trends([run], ["b"])] == ["01"]

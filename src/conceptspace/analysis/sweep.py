@@ -1,5 +1,6 @@
 """A sweep's runs and their aggregate numbers (numpy only): the concept-signal law per run with censoring, the
-learning order, first corners, held-out classes learned vs distance, masking and hidden capabilities.
+learning order, first corners, held-out classes learned vs distance, where never-held readings were heading when
+their runs ended, masking and hidden capabilities.
 
 `collect_runs(sweep_dir)` reads every finished run's `metrics.json`, `config.yaml` and evaluation arrays into one
 record per run; `sweep_metrics(runs)` is the content of `sweep_metrics.json`. Learning speed = 1 / learning step;
@@ -264,6 +265,39 @@ def per_run_sentence(kind: str, stats: dict) -> str:
             "intervals over seeds).")
 
 
+FLAT_SLOPE = 0.02  # |slope| per 1,000 steps below which a never-held reading counts as flat at the end of the run
+
+
+def unlearned_trends(runs: list[dict], concepts: Sequence[str], flat_slope: float = FLAT_SLOPE) -> list[dict]:
+    """What a censored reading was doing when its run ended: for every held-out class and concept in `concepts` that
+    the class must move on (its value is not 0) but never holds within the run, the probe coordinate at the
+    checkpoints nearest 25%, 50%, 75% and 100% of the run's steps, and the least-squares slope (per 1,000 steps)
+    over the checkpoints in the last quarter of the run: "rising" (the run may be too short), "falling" or "flat"
+    (|slope| < `flat_slope`: a plateau at that level)."""
+    out = []
+    for r in runs:
+        traj, steps = r.get("trajectories"), np.asarray(r["steps"], dtype=float)
+        if not traj or len(steps) < 4:
+            continue
+        at = [int(np.abs(steps - f * steps[-1]).argmin()) for f in (0.25, 0.5, 0.75, 1.0)]
+        tail = steps >= 0.75 * steps[-1]
+        for name, c in r["classes"].items():
+            kinds = list(c["learning_step"])
+            for kind in concepts:
+                if not c["held_out"] or kind not in kinds or c["learning_step"][kind] is not None:
+                    continue
+                j = kinds.index(kind)
+                if name[j] == "0":  # the base value: nothing to learn
+                    continue
+                y = np.asarray(traj[name], dtype=float)[:, j]  # [T] probe coordinate along the concept
+                slope = float(np.polyfit(steps[tail], y[tail], 1)[0] * 1000) if tail.sum() >= 2 else 0.0
+                trend = "flat" if abs(slope) < flat_slope else ("rising" if slope > 0 else "falling")
+                out.append({"run": r["name"], "class": name, "concept": kind, "steps": [int(steps[i]) for i in at],
+                            "coordinate": [round(float(y[i]), 4) for i in at], "slope_per_1k": round(slope, 4),
+                            "trend": trend})
+    return out
+
+
 def sweep_reading(metrics: dict) -> list[str]:
     """The sweep's headline numbers as sentences (plain text): per-run statistics per concept, learning order,
     closeness at training saturation, learned counts per separation, masking and hidden capabilities."""
@@ -291,6 +325,11 @@ def sweep_reading(metrics: dict) -> list[str]:
         if counts:
             per_sep = ", ".join(f"{sep}: {c['learned']} of {c['n']}" for sep, c in counts.items())
             lines.append(f"{kind}, held-out classes learned within the run, per separation: {per_sep}.")
+    for t in metrics.get("unlearned_trends", []):
+        values = ", ".join(f"{v:.2f}" for v in t["coordinate"])
+        lines.append(f"{t['concept']} of {t['class']} never held in {t['run']}: probe coordinate {values} at steps "
+                     f"{', '.join(map(str, t['steps']))}; {t['trend']} at the end ({t['slope_per_1k']:+.3f} per "
+                     f"1,000 steps over the last quarter of the run).")
     masking = metrics.get("masking")
     if masking:
         rho = "n/a" if masking["spearman_time_vs_p"] is None else f"{masking['spearman_time_vs_p']:.2f}"
@@ -353,6 +392,9 @@ def sweep_metrics(runs: list[dict]) -> dict:
                     first.setdefault(f"{r['sep'][varied[0]]:g}", []).append(
                         r["turn"].get(n, {}).get("memorised_toward"))
         metrics["first_corner_by_separation"] = {varied[0]: first}
+    trends = unlearned_trends(runs, varied)
+    if trends:
+        metrics["unlearned_trends"] = trends
     masking = masking_metrics(runs)
     if masking:
         metrics["masking"] = masking
