@@ -85,7 +85,10 @@ def plot_capability_onsets(summary: dict) -> plt.Figure:
     """Per arm, every run's held onsets: best-of-k naive (black) and each intervention (colors); a method that
     never holds is drawn at the run's end with an open marker (censored); filled markers passed the control."""
     arms = list(summary)
-    fig, axes = plt.subplots(1, len(arms), figsize=(4.6 * len(arms), 3.6), squeeze=False, sharey=True)
+    # constrained layout, so the legend sits below the panels (inside, it covered the earliest onsets) and the two-line
+    # title is not cut at the figure's edge
+    fig, axes = plt.subplots(1, len(arms), figsize=(max(4.6 * len(arms), 6.0), 4.0), squeeze=False, sharey=True,
+                             layout="constrained")
     for ax, arm in zip(axes[0], arms):
         rows = summary[arm]["runs"]
         methods = [m for m in dict.fromkeys(m for row in rows for m in row["onset_step"]) if m != "naive"]
@@ -105,11 +108,11 @@ def plot_capability_onsets(summary: dict) -> plt.Figure:
         ax.set_title(f"{arm}\nhidden in: " + ", ".join(f"{m} {v['hidden']}/{v['of']}"
                                                       for m, v in summary[arm]["methods"].items()), fontsize=8)
         ax.set_ylabel("held onset (training step)")
-    if axes[0, 0].get_legend_handles_labels()[0]:
-        axes[0, 0].legend(fontsize=6, loc="lower left")
-    fig.suptitle("held onsets per run (triangle: never, censored at the run's end; open: control failed; "
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, fontsize=6, loc="outside lower center", ncols=len(handles))
+    fig.suptitle("held onsets per run\n(triangle: never, censored at the run's end; open: control failed; "
                  "star: hidden capability)", fontsize=8)
-    fig.tight_layout()
     return fig
 
 
