@@ -312,19 +312,38 @@ def test_a_finished_point_or_run_is_never_reported_under_a_changed_config(tmp_pa
 def test_unlearned_trends_tell_a_plateau_from_a_late_rise():
     from conceptspace.analysis.sweep import unlearned_trends
 
-    steps = [100, 1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000]
-    rising = [0, 0, 0, 0, 0, 0.1, 0.3, 0.5, 0.7]  # still climbing when the run ends
-    flat = [0, 0.2, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3]  # a plateau at 0.3
-    run = {"name": "r", "steps": steps, "trajectories": {
-        "11": [[1.0, y] for y in rising], "01": [[0.0, y] for y in flat], "10": [[1.0, 0.0]] * 9},
-        "classes": {"11": {"held_out": True, "learning_step": {"a": 500, "b": None}},
-                    "01": {"held_out": True, "learning_step": {"a": 100, "b": None}},
-                    "10": {"held_out": False, "learning_step": {"a": 500, "b": None}}}}
+    steps = [100, 1000, 2000, 3000, 4000, 5000, 6000, 6500, 7000, 8000]  # uneven near the end
+    rising = [0, 0, 0, 0, 0, 0.1, 0.3, 0.4, 0.6, 0.7]  # still climbing toward 1 when the run ends
+    flat = [0, 0.2, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3]  # a plateau at 0.3
+    falling = [0, 0.2, 0.5, 0.7, 0.8, 0.7, 0.6, 0.55, 0.5, 0.3]  # reached, then lost: last point drops most
+    never = {"a": None, "b": None}
+    run = {"name": "r", "steps": steps,
+           "corners": {"11": [1, 1], "01": [0, 1], "10": [1, 0], "00": [0, 0]},
+           "trajectories": {"11": [[0.2, y] for y in rising], "01": [[0.5, y] for y in flat],
+                            "10": [[0.4, y] for y in falling], "00": [[0.3, 0.9]] * 10},
+           "classes": {"11": {"held_out": True, "learning_step": {"a": 500, "b": None}},
+                       "01": {"held_out": True, "learning_step": dict(never)},  # a never held, but its value is 0
+                       "10": {"held_out": False, "learning_step": dict(never)},  # a training class: not a reading
+                       "00": {"held_out": True, "learning_step": dict(never)}}}  # value 0 on both: nothing to learn
     got = {t["class"]: t for t in unlearned_trends([run], ["a", "b"])}
-    # only never-held concepts of held-out classes that must move on them (value 1): b of 11 and 01
     assert set(got) == {"11", "01"} and all(t["concept"] == "b" for t in got.values())
-    assert got["11"]["trend"] == "rising" and got["11"]["slope_per_1k"] == pytest.approx(0.2)
-    assert got["01"]["trend"] == "flat" and got["01"]["slope_per_1k"] == pytest.approx(0.0)
+    # least squares over the checkpoints at or after 75% of the run (6000, 6500, 7000, 8000), not the last difference
+    expected = np.polyfit([6000, 6500, 7000, 8000], [0.3, 0.4, 0.6, 0.7], 1)[0] * 1000
+    assert got["11"]["trend"] == "toward" and got["11"]["slope_toward_per_1k"] == pytest.approx(expected, abs=1e-4)
+    assert got["01"]["trend"] == "flat" and got["01"]["slope_toward_per_1k"] == pytest.approx(0.0)
+    # a 3-valued concept: value 1 sits at 0.5 on its axis; a coordinate falling from 1 toward it is "toward"
+    three = {"name": "t", "steps": steps, "corners": {"01": [0, 0.5]}, "trajectories": {"01": [[0.0, 1 - y / 2] for y in rising]},
+             "classes": {"01": {"held_out": True, "learning_step": {"a": 100, "b": None}}}}
+    (t,) = unlearned_trends([three], ["b"])
+    assert t["target"] == 0.5 and t["trend"] == "toward" and t["distance_at_end"] == pytest.approx(0.15)
     assert got["11"]["steps"] == [2000, 4000, 6000, 8000] and got["11"]["coordinate"] == [0.0, 0.0, 0.3, 0.7]
+    assert got["11"]["distance_at_end"] == pytest.approx(0.3)
+    run["classes"]["10"]["held_out"] = True  # its b is value 0: still skipped; its a (value 1) reached then lost
+    run["trajectories"]["10"] = [[y, 0.0] for y in falling]
+    assert unlearned_trends([run], ["a"])[0]["class"] == "10" and unlearned_trends([run], ["a"])[0]["trend"] == "away"
     run["classes"]["11"]["learning_step"]["b"] = 7000  # held: no longer censored, not reported
     assert [t["class"] for t in unlearned_trends([run], ["b"])] == ["01"]
+    # few checkpoints: the slope still uses the last 3, so a steady rise is not called flat
+    short = {**run, "steps": [0, 1000, 2000, 3000], "trajectories": {k: v[-4:] for k, v in run["trajectories"].items()}}
+    short["trajectories"]["01"] = [[0.5, y] for y in (0.0, 0.3, 0.6, 0.9)]
+    assert {t["class"]: t["trend"] for t in unlearned_trends([short], ["b"])}["01"] == "toward"

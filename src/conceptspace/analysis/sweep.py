@@ -266,21 +266,26 @@ def per_run_sentence(kind: str, stats: dict) -> str:
 
 
 FLAT_SLOPE = 0.02  # |slope| per 1,000 steps below which a never-held reading counts as flat at the end of the run
+MIN_TAIL = 3  # the slope is fitted to at least this many of the last checkpoints
 
 
 def unlearned_trends(runs: list[dict], concepts: Sequence[str], flat_slope: float = FLAT_SLOPE) -> list[dict]:
     """What a censored reading was doing when its run ended: for every held-out class and concept in `concepts` that
-    the class must move on (its value is not 0) but never holds within the run, the probe coordinate at the
-    checkpoints nearest 25%, 50%, 75% and 100% of the run's steps, and the least-squares slope (per 1,000 steps)
-    over the checkpoints in the last quarter of the run: "rising" (the run may be too short), "falling" or "flat"
-    (|slope| < `flat_slope`: a plateau at that level)."""
+    the class must move on (its value is not 0) but never holds within the run, the probe coordinate (the run's
+    smoothed trajectory, as the held onsets read it) at the checkpoints nearest 25%, 50%, 75% and 100% of the run's
+    steps, its distance to the class's own value, and the least-squares slope (per 1,000 steps) over the
+    checkpoints in the last quarter of the run (at least the last `MIN_TAIL`), signed toward the class's value:
+    "toward" (still approaching it: the run may be too short), "away" or "flat" (|slope| < `flat_slope`: a plateau
+    at that level). Runs with fewer than 4 checkpoints are skipped."""
     out = []
     for r in runs:
         traj, steps = r.get("trajectories"), np.asarray(r["steps"], dtype=float)
         if not traj or len(steps) < 4:
             continue
         at = [int(np.abs(steps - f * steps[-1]).argmin()) for f in (0.25, 0.5, 0.75, 1.0)]
-        tail = steps >= 0.75 * steps[-1]
+        tail = np.nonzero(steps >= 0.75 * steps[-1])[0]
+        if len(tail) < MIN_TAIL:
+            tail = np.arange(len(steps) - MIN_TAIL, len(steps))
         for name, c in r["classes"].items():
             kinds = list(c["learning_step"])
             for kind in concepts:
@@ -290,11 +295,14 @@ def unlearned_trends(runs: list[dict], concepts: Sequence[str], flat_slope: floa
                 if name[j] == "0":  # the base value: nothing to learn
                     continue
                 y = np.asarray(traj[name], dtype=float)[:, j]  # [T] probe coordinate along the concept
-                slope = float(np.polyfit(steps[tail], y[tail], 1)[0] * 1000) if tail.sum() >= 2 else 0.0
-                trend = "flat" if abs(slope) < flat_slope else ("rising" if slope > 0 else "falling")
+                target = float(r["corners"][name][j])  # the class's own value on the concept's [0, 1] axis
+                slope = float(np.polyfit(steps[tail], y[tail], 1)[0] * 1000)
+                toward = slope if y[-1] <= target else -slope  # positive: moving toward the class's value
+                trend = "flat" if abs(toward) < flat_slope else ("toward" if toward > 0 else "away")
                 out.append({"run": r["name"], "class": name, "concept": kind, "steps": [int(steps[i]) for i in at],
-                            "coordinate": [round(float(y[i]), 4) for i in at], "slope_per_1k": round(slope, 4),
-                            "trend": trend})
+                            "coordinate": [round(float(y[i]), 4) for i in at], "target": target,
+                            "distance_at_end": round(abs(target - float(y[-1])), 4),
+                            "slope_toward_per_1k": round(toward, 4), "trend": trend})
     return out
 
 
@@ -328,8 +336,8 @@ def sweep_reading(metrics: dict) -> list[str]:
     for t in metrics.get("unlearned_trends", []):
         values = ", ".join(f"{v:.2f}" for v in t["coordinate"])
         lines.append(f"{t['concept']} of {t['class']} never held in {t['run']}: probe coordinate {values} at steps "
-                     f"{', '.join(map(str, t['steps']))}; {t['trend']} at the end ({t['slope_per_1k']:+.3f} per "
-                     f"1,000 steps over the last quarter of the run).")
+                     f"{', '.join(map(str, t['steps']))} (its value: {t['target']:g}); {t['trend']} at the end "
+                     f"({t['slope_toward_per_1k']:+.3f} per 1,000 steps toward its value, last quarter of the run).")
     masking = metrics.get("masking")
     if masking:
         rho = "n/a" if masking["spearman_time_vs_p"] is None else f"{masking['spearman_time_vs_p']:.2f}"

@@ -83,7 +83,8 @@ def masking_figures(runs: list[dict], metrics: dict, kinds: list[str]) -> dict[s
 
 def plot_capability_onsets(summary: dict) -> plt.Figure:
     """Per arm, every run's held onsets: best-of-k naive (black) and each intervention (colors); a method that
-    never holds is drawn at the run's end with an open marker (censored); filled markers passed the control."""
+    never holds is drawn at the run's end with an open marker (censored); filled markers passed the control; a star
+    in the method's color marks a hidden capability."""
     arms = list(summary)
     # constrained layout, so the legend sits below the panels (inside, it covered the earliest onsets) and the two-line
     # title is not cut at the figure's edge
@@ -102,8 +103,8 @@ def plot_capability_onsets(summary: dict) -> plt.Figure:
                 ax.scatter([x], [last if step is None else step], s=30, color=color if filled else "none",
                            edgecolors=color, marker="^" if step is None else "o",
                            label=(f"naive, best of {row['naive_tries']}" if m == "naive_k" else m) if i == 0 else None)
-                if row["hidden"].get(m):
-                    ax.scatter([x], [step], s=120, marker="*", color="gold", edgecolors="k", zorder=3)
+                if row["hidden"].get(m):  # in the method's color, so a reader can tell which method it is
+                    ax.scatter([x], [step], s=150, marker="*", color=color, edgecolors="k", zorder=3)
         ax.set_xticks(range(len(rows)), [f"seed {row['seed']}" for row in rows], fontsize=7)
         ax.set_title(f"{arm}\nhidden in: " + ", ".join(f"{m} {v['hidden']}/{v['of']}"
                                                       for m, v in summary[arm]["methods"].items()), fontsize=8)
@@ -111,8 +112,8 @@ def plot_capability_onsets(summary: dict) -> plt.Figure:
     handles, labels = axes[0, 0].get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, fontsize=6, loc="outside lower center", ncols=len(handles))
-    fig.suptitle("held onsets per run\n(triangle: never, censored at the run's end; open: control failed; "
-                 "star: hidden capability)", fontsize=8)
+    fig.suptitle("held onsets per run\n(triangle: never, censored at the run's end; open: control failed;\n"
+                 "star, in the method's color: hidden capability)", fontsize=8)
     return fig
 
 
