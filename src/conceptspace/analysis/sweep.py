@@ -287,15 +287,17 @@ def unlearned_trends(runs: list[dict], concepts: Sequence[str], flat_slope: floa
         if len(tail) < MIN_TAIL:
             tail = np.arange(len(steps) - MIN_TAIL, len(steps))
         for name, c in r["classes"].items():
+            if not c["held_out"]:
+                continue
             kinds = list(c["learning_step"])
             for kind in concepts:
-                if not c["held_out"] or kind not in kinds or c["learning_step"][kind] is not None:
+                if kind not in kinds or c["learning_step"][kind] is not None:
                     continue
                 j = kinds.index(kind)
-                if name[j] == "0":  # the base value: nothing to learn
+                target = float(r["corners"][name][j])  # the class's own value on the concept's [0, 1] axis
+                if target == 0:  # the base value: nothing to learn
                     continue
                 y = np.asarray(traj[name], dtype=float)[:, j]  # [T] probe coordinate along the concept
-                target = float(r["corners"][name][j])  # the class's own value on the concept's [0, 1] axis
                 slope = float(np.polyfit(steps[tail], y[tail], 1)[0] * 1000)
                 toward = slope if y[-1] <= target else -slope  # positive: moving toward the class's value
                 trend = "flat" if abs(toward) < flat_slope else ("toward" if toward > 0 else "away")

@@ -86,7 +86,7 @@ def plot_capability_onsets(summary: dict) -> plt.Figure:
     never holds is drawn at the run's end with an open marker (censored); filled markers passed the control; a star
     in the method's color marks a hidden capability."""
     arms = list(summary)
-    # constrained layout, so the legend sits below the panels (inside, it covered the earliest onsets) and the two-line
+    # constrained layout, so the legend sits below the panels (inside, it covered the earliest onsets) and the three-line
     # title is not cut at the figure's edge
     fig, axes = plt.subplots(1, len(arms), figsize=(max(4.6 * len(arms), 6.0), 4.0), squeeze=False, sharey=True,
                              layout="constrained")
