@@ -138,3 +138,44 @@ def test_images_and_generator_state_do_not_depend_on_threads_or_blocks(tiny_spac
         rng = np.random.default_rng(9)
         out.append((render_module.render(v, 16, 1 / 32, 1e-3, rng, threads=threads), rng.random()))
     assert all(np.array_equal(out[0][0], o[0]) and out[0][1] == o[1] for o in out[1:])
+
+
+def test_per_block_noise_streams_do_not_depend_on_threads_and_keep_the_objects(tiny_space):
+    """`noise_streams="per_block"`: the same images on 1, 2 and 3 threads (and the same generator state after), the
+    objects of the default single stream, and N(0, noise^2) pixel noise that differs from it."""
+    ids = tiny_space.class_ids(["00", "01", "10"] * 300)  # 900 images: three full blocks and a partial one
+    v = sample_values(tiny_space, ids, "train", np.random.default_rng(3))
+    out = []
+    for threads in (1, 2, 3):
+        rng = np.random.default_rng(9)
+        out.append((render(v, 16, 1 / 32, 0.02, rng, threads=threads, noise_streams="per_block"), rng.random()))
+    assert all(np.array_equal(out[0][0], o[0]) and out[0][1] == o[1] for o in out[1:])
+    clean = render(v, 16, 1 / 32, 0.0, None)
+    assert np.array_equal(render(v, 16, 1 / 32, 0.0, None, noise_streams="per_block"), clean)
+    one = render(v, 16, 1 / 32, 0.02, np.random.default_rng(9))
+    assert not np.array_equal(out[0][0], one)
+    inner = (clean > 0.1) & (clean < 0.9)  # away from the clip at 0 and 1
+    noise = (out[0][0] - clean)[inner]
+    assert abs(noise.mean()) < 1e-3 and abs(noise.std() - 0.02) < 1e-3
+    # every block has its own stream: no two blocks repeat each other's noise
+    per_image = (out[0][0] - clean).reshape(len(v), -1)
+    assert not np.array_equal(per_image[:256][inner.reshape(len(v), -1)[:256]],
+                              per_image[256:512][inner.reshape(len(v), -1)[256:512]])
+
+
+def test_noise_streams_come_from_the_config_and_key_the_probe_only_when_set():
+    import pytest
+
+    from conceptspace.config import load_config
+    from conceptspace.data.concepts import ConceptSpace
+    from conceptspace.readout.probe import probe_key
+
+    default = load_config(None, [])
+    blocks = load_config(None, ["data.noise_streams=per_block"])
+    assert ConceptSpace.from_config(blocks.data).noise_streams == "per_block"
+    assert ConceptSpace.from_config(default.data).noise_streams == "one"
+    assert probe_key(default.data, default.probe) != probe_key(blocks.data, blocks.probe)
+    with pytest.raises(ValueError, match="noise_streams"):
+        render(values(2), 8, 1 / 32, 1e-3, np.random.default_rng(0), noise_streams="per_image")
+    with pytest.raises(Exception, match="noise_streams"):
+        load_config(None, ["data.noise_streams=per_image"])

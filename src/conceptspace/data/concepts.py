@@ -181,6 +181,7 @@ class ConceptSpace:
     size_floor: float = 0.1
     is_real: bool = False  # images come from a labelled real data set, not from G
     object_size: float = 0.45  # the radius of every object when size is not a concept
+    noise_streams: str = "one"  # see `render`: "one" generator for all pixel noise, or one "per_block"
 
     @classmethod
     def from_config(cls, cfg: "DataConfig") -> "ConceptSpace":
@@ -210,7 +211,7 @@ class ConceptSpace:
         if len(held) == len(names):
             raise ValueError("held_out: every class is held out, so the training set is empty")
         space = cls(concepts, held, cfg.image_size, cfg.blur, cfg.noise, cfg.size_floor, cfg.real is not None,
-                    cfg.object_size)
+                    cfg.object_size, cfg.noise_streams)
         _check_masks(space, cfg)
         return space
 

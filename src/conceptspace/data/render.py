@@ -11,6 +11,7 @@ is checked against (tests) and timed against (`benchmarks/render_throughput.py`)
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
@@ -80,21 +81,33 @@ def _blur_matrix_t(width: int, sigma: float) -> np.ndarray:
     return out
 
 
+NOISE_STREAMS = ("one", "per_block")
+NOISE_BLOCK = 256  # images per noise stream with `noise_streams="per_block"`: part of what the images are
+
+
 def render(
     values: ConceptValues, image_size: int, blur: float, noise: float, rng: np.random.Generator | None,
-    threads: int = 2,
+    threads: int = 2, noise_streams: str = "one",
 ) -> np.ndarray:
     """Images [N, 3, H, W] float32 in [0, 1]. `rng` draws the pixel noise (None: no noise).
 
-    With `threads` above 1 the pixel noise (most of the work at 32 px) is drawn on a second thread while this one
-    draws the objects; the noise still comes from `rng` in the same order, so the images are the same for any
-    `threads`."""
-    lin = np.linspace(-1.0, 1.0, image_size, dtype=np.float32)
-    sigma = blur * image_size
+    `noise_streams="one"` (the default, and every data set made before the option existed): all pixel noise comes
+    from `rng`, image after image. With `threads` above 1 it is drawn on a second thread while this one draws the
+    objects, in the same order, so the images are the same for any `threads`; at 32 px that one stream of draws
+    bounds the speed. `"per_block"`: one draw from `rng` keys a stream per block of `NOISE_BLOCK` images, and
+    `threads` workers each render whole blocks (objects and noise), about twice as fast on two cores; the images
+    do not depend on `threads` either, but their noise differs from `"one"` (the objects are the same)."""
+    if noise_streams not in NOISE_STREAMS:
+        raise ValueError(f"noise_streams: {noise_streams!r} is not one of {', '.join(NOISE_STREAMS)}")
     n = len(values)
     out = np.empty((n, 3, image_size, image_size), dtype=np.float32)
-    chunks = [slice(start, min(start + CHUNK, n)) for start in range(0, n, CHUNK)]
     noisy = noise > 0 and rng is not None
+    if noise_streams == "per_block":
+        _render_per_block(values, image_size, blur, noise, rng if noisy else None, threads, out)
+        return out
+    lin = np.linspace(-1.0, 1.0, image_size, dtype=np.float32)
+    sigma = blur * image_size
+    chunks = [slice(start, min(start + CHUNK, n)) for start in range(0, n, CHUNK)]
 
     # Two noise buffers, reused: the drawing thread fills one while this one composes with the other (fresh
     # arrays of a chunk's size would be new pages, faulted in on every chunk).
@@ -111,15 +124,7 @@ def render(
         # scaling by `noise` is done here, which keeps the drawing thread (the slower one at 32 px) to the draws.
         pending = pool.submit(draw, 0) if pool else None
         for k, sl in enumerate(chunks):
-            part = ConceptValues(*(getattr(values, f)[sl] for f in ("x", "y", "color", "size", "shape", "bg_color")))
-            smooth = _masks(part, lin)
-            if sigma > 0:
-                smooth = blur_masks(smooth, sigma)
-            bg = part.bg_color.astype(np.float32)  # [n, 3]
-            diff = part.color.astype(np.float32) - bg
-            img = out[sl]  # [n, 3, H, W], written in place: no temporaries of the batch's size
-            np.multiply(smooth[:, None], diff[:, :, None, None], out=img)  # bg + smooth * (color - bg)
-            img += bg[:, :, None, None]
+            img = _draw_objects(values, sl, lin, sigma, out)
             if noisy:
                 if pool:
                     draws = pending.result()
@@ -135,10 +140,54 @@ def render(
     return out
 
 
+def _draw_objects(values: ConceptValues, sl: slice, lin: np.ndarray, sigma: float, out: np.ndarray) -> np.ndarray:
+    """Writes the noiseless images of `values[sl]` into `out[sl]` and returns that view [n, 3, H, W]."""
+    part = ConceptValues(*(getattr(values, f)[sl] for f in ("x", "y", "color", "size", "shape", "bg_color")))
+    smooth = _masks(part, lin)
+    if sigma > 0:
+        smooth = blur_masks(smooth, sigma)
+    bg = part.bg_color.astype(np.float32)  # [n, 3]
+    diff = part.color.astype(np.float32) - bg
+    img = out[sl]  # [n, 3, H, W], written in place: no temporaries of the batch's size
+    np.multiply(smooth[:, None], diff[:, :, None, None], out=img)  # bg + smooth * (color - bg)
+    img += bg[:, :, None, None]
+    return img
+
+
+def _render_per_block(values: ConceptValues, image_size: int, blur: float, noise: float,
+                      rng: np.random.Generator | None, threads: int, out: np.ndarray) -> None:
+    """`render` with `noise_streams="per_block"`, into `out`: block j's noise comes from the generator seeded
+    by (key, j), where key is one draw from `rng`, so any worker can render any block."""
+    lin = np.linspace(-1.0, 1.0, image_size, dtype=np.float32)
+    sigma = blur * image_size
+    n = len(values)
+    blocks = [slice(start, min(start + NOISE_BLOCK, n)) for start in range(0, n, NOISE_BLOCK)]
+    key = int(rng.integers(2**63)) if rng is not None else None
+    local = threading.local()  # one reused noise buffer per worker (fresh arrays are new pages every block)
+
+    def block(j: int) -> None:
+        img = _draw_objects(values, blocks[j], lin, sigma, out)
+        if key is not None:
+            if not hasattr(local, "draws"):
+                local.draws = np.empty((NOISE_BLOCK, 3, image_size, image_size), dtype=np.float32)
+            draws = np.random.default_rng([key, j]).standard_normal(
+                img.shape, dtype=np.float32, out=local.draws[: len(img)])
+            draws *= noise
+            img += draws
+        np.clip(img, 0.0, 1.0, out=img)
+
+    if threads > 1 and len(blocks) > 1:
+        with ThreadPoolExecutor(min(threads, len(blocks))) as pool:
+            list(pool.map(block, range(len(blocks))))  # list(): re-raises a worker's error here
+    else:
+        for j in range(len(blocks)):
+            block(j)
+
+
 def render_space(values: ConceptValues, space: ConceptSpace, rng: np.random.Generator | None,
                  threads: int = 2) -> np.ndarray:
-    """`render` with the space's image size, blur and noise."""
-    return render(values, space.image_size, space.blur, space.noise, rng, threads)
+    """`render` with the space's image size, blur, noise and noise streams."""
+    return render(values, space.image_size, space.blur, space.noise, rng, threads, space.noise_streams)
 
 
 def paper_render(values: ConceptValues, image_size: int, noise: float, rng: np.random.RandomState | None,

@@ -198,6 +198,8 @@ def probe_key(data: DataConfig, probe: ProbeConfig) -> str:
                                 include={"image_size", "blur", "noise", "size_floor", "object_size", "real"}),
         "probe": probe.model_dump(mode="json", exclude={"cache_dir", "kind", "min_accuracy"}),
     }
+    if data.noise_streams != "one":  # keyed only when set, so the keys of every earlier probe stay as they were
+        relevant["noise_streams"] = data.noise_streams
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
