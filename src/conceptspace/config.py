@@ -71,7 +71,8 @@ class DataConfig(StrictModel):
     blur: float = Field(1 / 32, ge=0.0, le=0.25)
     noise: float = Field(1e-3, ge=0.0, le=0.5)
     # Where the pixel noise comes from: "one" generator for the whole data set (every data set made before this
-    # option), or "per_block" (a stream per 256 images: G renders about twice as fast on two cores, other noise).
+    # option), or "per_block": a stream per 256 images, so two threads render whole blocks (1.4x at 32 px); the
+    # same distribution, different noise values, so a different run.
     noise_streams: Literal["one", "per_block"] = "one"
     # Synthetic: kinds shape, x, y, color, size, bg_color. Real data: attribute names (fashion_mnist: category
     # and tone; celeba / folder: attribute columns), each with `values` naming its values.

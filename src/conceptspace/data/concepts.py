@@ -181,7 +181,8 @@ class ConceptSpace:
     size_floor: float = 0.1
     is_real: bool = False  # images come from a labelled real data set, not from G
     object_size: float = 0.45  # the radius of every object when size is not a concept
-    noise_streams: str = "one"  # see `render`: "one" generator for all pixel noise, or one "per_block"
+    noise_streams: Literal["one", "per_block"] = "one"  # see `render`: one generator for all pixel noise, or a
+    # stream per block of 256 images
 
     @classmethod
     def from_config(cls, cfg: "DataConfig") -> "ConceptSpace":

@@ -33,7 +33,7 @@ from torch import nn
 from .. import kernels
 from ..config import DataConfig, ExperimentConfig, ProbeConfig
 from ..data.concepts import ConceptSpace, ConceptValues, sample_values
-from ..data.render import render_space
+from ..data.render import NOISE_BLOCK, render_space
 from ..errors import ConceptspaceError
 from ..model.checkpoints import load_tensors, save_tensors
 
@@ -198,8 +198,8 @@ def probe_key(data: DataConfig, probe: ProbeConfig) -> str:
                                 include={"image_size", "blur", "noise", "size_floor", "object_size", "real"}),
         "probe": probe.model_dump(mode="json", exclude={"cache_dir", "kind", "min_accuracy"}),
     }
-    if data.noise_streams != "one":  # keyed only when set, so the keys of every earlier probe stay as they were
-        relevant["noise_streams"] = data.noise_streams
+    if data.noise_streams != "one" and data.real is None:  # keyed only when set (every earlier key stays as it
+        relevant["noise_streams"] = f"{data.noise_streams}/{NOISE_BLOCK}"  # was) and only for images from G
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
