@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .errors import ConfigError
 
 ConceptKind = Literal["shape", "x", "y", "color", "size", "bg_color"]
+NoiseStreams = Literal["one", "per_block"]  # where G's pixel noise comes from (data.noise_streams)
 
 
 class StrictModel(BaseModel):
@@ -73,7 +74,7 @@ class DataConfig(StrictModel):
     # Where the pixel noise comes from: "one" generator for the whole data set (every data set made before this
     # option), or "per_block": a stream per 256 images, so two threads render whole blocks (1.4x at 32 px); the
     # same distribution, different noise values, so a different run.
-    noise_streams: Literal["one", "per_block"] = "one"
+    noise_streams: NoiseStreams = "one"
     # Synthetic: kinds shape, x, y, color, size, bg_color. Real data: attribute names (fashion_mnist: category
     # and tone; celeba / folder: attribute columns), each with `values` naming its values.
     concepts: dict[str, ConceptConfig] = Field(

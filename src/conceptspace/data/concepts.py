@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 if TYPE_CHECKING:
-    from ..config import DataConfig
+    from ..config import DataConfig, NoiseStreams
 
 SHAPES = ("circle", "triangle", "square")
 
@@ -181,8 +181,7 @@ class ConceptSpace:
     size_floor: float = 0.1
     is_real: bool = False  # images come from a labelled real data set, not from G
     object_size: float = 0.45  # the radius of every object when size is not a concept
-    noise_streams: Literal["one", "per_block"] = "one"  # see `render`: one generator for all pixel noise, or a
-    # stream per block of 256 images
+    noise_streams: NoiseStreams = "one"  # see `render`: one generator for all pixel noise, or one per block
 
     @classmethod
     def from_config(cls, cfg: "DataConfig") -> "ConceptSpace":

@@ -14,10 +14,12 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
+from typing import get_args
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from ..config import NoiseStreams
 from ..data.concepts import ConceptSpace, ConceptValues
 
 CHUNK = 256  # images per vectorised block: small enough to stay in cache; results never depend on it
@@ -81,7 +83,7 @@ def _blur_matrix_t(width: int, sigma: float) -> np.ndarray:
     return out
 
 
-NOISE_STREAMS = ("one", "per_block")
+NOISE_STREAMS = get_args(NoiseStreams)
 # Images per noise stream with `noise_streams="per_block"`: part of what the images are (a test pins them), and
 # part of the probe cache key.
 NOISE_BLOCK = 256
@@ -94,7 +96,7 @@ def block_noise(key: int, j: int) -> np.random.Generator:
 
 def render(
     values: ConceptValues, image_size: int, blur: float, noise: float, rng: np.random.Generator | None,
-    threads: int = 2, noise_streams: str = "one",
+    threads: int = 2, noise_streams: NoiseStreams = "one",
 ) -> np.ndarray:
     """Images [N, 3, H, W] float32 in [0, 1]. The pixel noise comes from `rng` (None: no noise).
 
@@ -113,9 +115,9 @@ def render(
     lin = np.linspace(-1.0, 1.0, image_size, dtype=np.float32)
     sigma = blur * image_size
     if noise_streams == "per_block":
-        _render_per_block(values, lin, sigma, noise if noisy else 0.0, rng, threads, out)
+        _render_per_block(values, lin, sigma, noise, rng if noisy else None, threads, out)
         return out
-    chunks = [slice(start, min(start + CHUNK, n)) for start in range(0, n, CHUNK)]
+    chunks = _slices(n, CHUNK)
 
     # Two noise buffers, reused: the drawing thread fills one while this one composes with the other (fresh
     # arrays of a chunk's size would be new pages, faulted in on every chunk).
@@ -148,6 +150,11 @@ def render(
     return out
 
 
+def _slices(n: int, size: int) -> list[slice]:
+    """Consecutive slices of `size` items covering range(n), the last one shorter."""
+    return [slice(start, min(start + size, n)) for start in range(0, n, size)]
+
+
 def _draw_objects(values: ConceptValues, sl: slice, lin: np.ndarray, sigma: float, out: np.ndarray) -> np.ndarray:
     """Writes the noiseless images of `values[sl]` into `out[sl]` and returns that view [n, 3, H, W]."""
     part = ConceptValues(*(getattr(values, f)[sl] for f in ("x", "y", "color", "size", "shape", "bg_color")))
@@ -164,12 +171,11 @@ def _draw_objects(values: ConceptValues, sl: slice, lin: np.ndarray, sigma: floa
 
 def _render_per_block(values: ConceptValues, lin: np.ndarray, sigma: float, noise: float,
                       rng: np.random.Generator | None, threads: int, out: np.ndarray) -> None:
-    """`render` with `noise_streams="per_block"`, into `out` (noise 0: none): any worker can render any block,
-    since block j's noise comes from `block_noise(key, j)` with one key drawn from `rng`."""
-    n = len(values)
-    blocks = [slice(start, min(start + NOISE_BLOCK, n)) for start in range(0, n, NOISE_BLOCK)]
+    """`render` with `noise_streams="per_block"`, into `out` (`rng` None: no noise): any worker can render any
+    block, since block j's noise comes from `block_noise(key, j)` with one key drawn from `rng`."""
+    blocks = _slices(len(values), NOISE_BLOCK)
     # Like the single stream, the caller's generator moves only when there is noise to draw.
-    key = int(rng.integers(2**63)) if noise > 0 and rng is not None and blocks else None
+    key = int(rng.integers(2**63)) if rng is not None and blocks else None
     local = threading.local()  # one reused noise buffer per worker (fresh arrays are new pages every block)
 
     def block(j: int) -> None:
